@@ -1,0 +1,51 @@
+# Every gate is a target; `make ci` runs them all, the way .ci/run does.
+VENV ?= .venv
+PYTHON ?= python3
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-dev
+
+.PHONY: install run serve test lint format typecheck ci bench profile clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: install  ## ingress + built-in workers against the local RabbitMQ, development config
+	@$(BIN)/python scripts/check_services.py rabbitmq
+	@echo "development tokens (config/dev.toml):"
+	@echo "  POST http://127.0.0.1:8080/callbacks/camara          Authorization: Bearer dev-camara-token"
+	@echo "  POST http://127.0.0.1:8080/callbacks/notify-status   Authorization: Bearer dev-notify-status-token"
+	@echo "  POST http://127.0.0.1:8080/callbacks/notify-inbound  Authorization: Bearer dev-notify-inbound-token"
+	$(BIN)/event-gateway run --config config/dev.toml
+
+serve: install  ## the ingress alone
+	@$(BIN)/python scripts/check_services.py rabbitmq
+	$(BIN)/event-gateway serve --config config/dev.toml
+
+test: install  ## the whole suite, against the local RabbitMQ and PostgreSQL
+	@$(BIN)/python scripts/check_services.py rabbitmq postgresql
+	$(BIN)/pytest
+
+lint: install
+	$(BIN)/ruff check gateway consumers tests scripts
+	$(BIN)/ruff format --check gateway consumers tests scripts
+
+format: install
+	$(BIN)/ruff format gateway consumers tests scripts
+	$(BIN)/ruff check --fix gateway consumers tests scripts
+
+typecheck: install
+	$(BIN)/mypy --strict gateway consumers
+
+ci: lint typecheck test
+
+bench: install  ## wrk against the gateway and three baselines; prints the table
+	$(BIN)/pip install --quiet -e '.[dev,bench]'
+	$(BIN)/python tests/benchmarks/run.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache bench-results

@@ -1,0 +1,33 @@
+"""Prometheus metrics of the workers in one process, in their own registry (never the global
+one, so several workers or a test can each have theirs)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+OUTCOMES = ("ok", "retried", "dead_lettered")
+
+
+class WorkerMetrics:
+    """Deliveries by queue and outcome, and handler duration; share one per process."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.deliveries = Counter(
+            "gateway_worker_deliveries",
+            "Deliveries a worker finished, by queue and outcome (ok, retried, dead_lettered).",
+            ("queue", "outcome"),
+            registry=self.registry,
+        )
+        self.handler_seconds = Histogram(
+            "gateway_worker_handler_duration_seconds",
+            "Time a handler took for one event, successful or not.",
+            ("queue",),
+            registry=self.registry,
+        )
+
+    def prepare(self, queue: str) -> None:
+        """Create the series of ``queue`` at zero, so dashboards see them before traffic."""
+        for outcome in OUTCOMES:
+            self.deliveries.labels(queue, outcome)
+        self.handler_seconds.labels(queue)

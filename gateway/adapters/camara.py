@@ -1,0 +1,133 @@
+"""The ``camara`` adapter: CAMARA / Network as Code notifications, in every shape seen.
+
+* CloudEvents in any HTTP binding mode, as the ``cloudevents`` adapter reads them;
+* a CloudEvent sent as ``application/json`` (CAMARA senders that ignore the media type);
+* the Network as Code "hybrid" body: a CloudEvent that also carries the legacy
+  ``eventSubscriptionId`` and ``event`` members. The CloudEvents attributes win; a missing
+  ``time`` or ``data`` is taken from ``event``; the legacy members are dropped;
+* the pre-CloudEvents body ``{eventSubscriptionId, event: {eventId?, eventType, eventTime,
+  eventDetail}}`` (device-status 2023, QoD v0.9), whose type comes from ``LEGACY_TYPES`` and
+  whose id, without ``eventId``, is a digest of the body, so a resent body keeps its id.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from typing import Any, Final
+
+import orjson
+
+from gateway.adapters.cloudevents import finish, read_cloudevents
+from gateway.adapters.context import Context
+from gateway.adapters.envelope import check_time, load_object, validate_event
+from gateway.adapters.errors import BadRequest
+from gateway.cloudevent import SPECVERSION, CloudEvent
+
+_DEVICE_STATUS = "org.camaraproject.device-status.v0."
+LEGACY_TYPES: Final[Mapping[str, str]] = {
+    "ROAMING_STATUS": _DEVICE_STATUS + "roaming-status",
+    "ROAMING_ON": _DEVICE_STATUS + "roaming-on",
+    "ROAMING_OFF": _DEVICE_STATUS + "roaming-off",
+    "ROAMING_CHANGE_COUNTRY": _DEVICE_STATUS + "roaming-change-country",
+    "SUBSCRIPTION_ENDS": _DEVICE_STATUS + "subscription-ends",
+    "CONNECTIVITY_DATA": _DEVICE_STATUS + "connectivity-data",
+    "CONNECTIVITY_SMS": _DEVICE_STATUS + "connectivity-sms",
+    "CONNECTIVITY_DISCONNECTED": _DEVICE_STATUS + "connectivity-disconnected",
+    "REACHABILITY_DATA": _DEVICE_STATUS + "connectivity-data",
+    "REACHABILITY_SMS": _DEVICE_STATUS + "connectivity-sms",
+    "REACHABILITY_DISCONNECTED": _DEVICE_STATUS + "connectivity-disconnected",
+    "QOS_STATUS_CHANGED": "org.camaraproject.qod.v0.qos-status-changed",
+}
+_DIGEST_HEX_CHARS = 32
+
+
+def normalize(headers: Mapping[str, str], body: bytes, ctx: Context) -> list[CloudEvent]:
+    """Turn a CAMARA / Network as Code callback into events."""
+    events = read_cloudevents(headers, body, ctx)
+    if events is not None:
+        return events
+    obj = load_object(body)
+    if obj.get("specversion") is not None:
+        if "event" in obj or "eventSubscriptionId" in obj:
+            _merge_hybrid(obj)
+        return [finish(validate_event(obj), ctx)]
+    legacy = obj.get("event")
+    if isinstance(legacy, dict) and "eventType" in legacy:
+        return [_from_legacy(obj, legacy, ctx)]
+    raise BadRequest(
+        "neither a CloudEvent (no specversion) nor a pre-CloudEvents notification "
+        "(no event.eventType)",
+        field="specversion",
+    )
+
+
+def _merge_hybrid(obj: dict[str, Any]) -> None:
+    """Fold the legacy members of a hybrid body into the CloudEvent, then drop them."""
+    legacy = obj.pop("event", None)
+    subscription_id = obj.pop("eventSubscriptionId", None)
+    if not isinstance(legacy, dict):
+        return
+    if obj.get("time") is None and legacy.get("eventTime") is not None:
+        obj["time"] = check_time(legacy["eventTime"], "event.eventTime")
+    if "data" in obj or obj.get("data_base64") is not None:
+        return
+    detail = legacy.get("eventDetail")
+    if detail is None:
+        detail = {}
+    if isinstance(detail, dict):
+        if isinstance(subscription_id, str) and subscription_id:
+            detail.setdefault("subscriptionId", subscription_id)
+        if not detail:
+            return
+    obj["data"] = detail
+
+
+def _from_legacy(obj: dict[str, Any], legacy: dict[str, Any], ctx: Context) -> CloudEvent:
+    """Build the CloudEvent of a pre-CloudEvents ``{eventSubscriptionId, event}`` body."""
+    event_type = legacy["eventType"]
+    ce_type = LEGACY_TYPES.get(event_type) if isinstance(event_type, str) else None
+    if ce_type is None:
+        raise BadRequest(
+            "unknown event.eventType; expected one of " + ", ".join(LEGACY_TYPES),
+            field="event.eventType",
+        )
+    time = check_time(legacy.get("eventTime"), "event.eventTime")
+    identifier = _legacy_id(obj, legacy.get("eventId"))  # before eventDetail is touched
+
+    subscription_id = obj.get("eventSubscriptionId")
+    if subscription_id is not None and not (isinstance(subscription_id, str) and subscription_id):
+        raise BadRequest("eventSubscriptionId must be a non-empty string", "eventSubscriptionId")
+    detail = legacy.get("eventDetail")
+    if detail is None:
+        detail = {}
+    elif not isinstance(detail, dict):
+        raise BadRequest("event.eventDetail must be a JSON object", field="event.eventDetail")
+    if subscription_id is not None:
+        detail.setdefault("subscriptionId", subscription_id)
+
+    event: CloudEvent = {
+        "specversion": SPECVERSION,
+        "id": identifier,
+        "source": ctx.callback_source,
+        "type": ce_type,
+        "time": time,
+        "datacontenttype": "application/json",
+        "data": detail,
+    }
+    return finish(event, ctx)
+
+
+def _legacy_id(obj: dict[str, Any], event_id: Any) -> str:
+    """``eventId`` as a string, or else a stable digest of the whole body."""
+    if event_id is None:
+        try:
+            canonical = orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)
+        except orjson.JSONEncodeError:  # pragma: no cover - load_json bounds the depth
+            raise BadRequest("body cannot be digested into an id", field="event.eventId") from None
+        return hashlib.sha256(canonical).hexdigest()[:_DIGEST_HEX_CHARS]
+    if type(event_id) is int:
+        return str(event_id)
+    if isinstance(event_id, str) and event_id:
+        return event_id
+    raise BadRequest("event.eventId must be a non-empty string or an integer", "event.eventId")

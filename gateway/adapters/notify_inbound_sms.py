@@ -1,0 +1,40 @@
+"""The ``notify-inbound-sms`` adapter: text messages Notify received for the service.
+
+The event id is Notify's message id (one callback per message); ``partitionkey`` is the
+sender's number. The body becomes ``data`` unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from gateway.adapters.context import Context
+from gateway.adapters.envelope import check_time, load_object, require_text, stamp
+from gateway.adapters.media import JSON, require_json
+from gateway.cloudevent import SPECVERSION, CloudEvent
+
+TYPE = "notify.sms.inbound"
+
+
+def normalize(headers: Mapping[str, str], body: bytes, ctx: Context) -> list[CloudEvent]:
+    """Turn one Notify inbound-SMS callback into one event."""
+    require_json(headers)
+    message = load_object(body)
+    message_id = require_text(message, "id")
+    event: CloudEvent = {
+        "specversion": SPECVERSION,
+        "id": message_id,
+        "source": ctx.callback_source,
+        "type": TYPE,
+        "subject": message_id,
+    }
+    date_received = message.get("date_received")
+    if date_received is not None:
+        event["time"] = check_time(date_received, "date_received")
+    event["datacontenttype"] = JSON
+    source_number = message.get("source_number")
+    if isinstance(source_number, str) and source_number:
+        event["partitionkey"] = source_number
+    stamp(event, ctx)
+    event["data"] = message
+    return [event]

@@ -1,0 +1,89 @@
+"""The app factory: ``create_app(settings, *, publisher=...)`` builds the ingress.
+
+Nothing happens at import time. Without a publisher the app owns a real one through a
+``cleanup_ctx``: it starts connecting when the app starts and closes after in-flight requests
+have been answered. Tests pass their own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Sequence
+
+from aiohttp import web
+
+from gateway.callbacks import CallbackHandlers, EventPublisher
+from gateway.logs import get_logger
+from gateway.metrics import IngressMetrics
+from gateway.ops import OpsHandlers
+from gateway.problem import problem_response
+from gateway.publisher import Publisher
+from gateway.settings import Settings
+
+log = get_logger("gateway.app")
+
+PUBLISHER = web.AppKey("publisher", EventPublisher)
+METRICS = web.AppKey("metrics", IngressMetrics)
+
+
+def create_app(
+    settings: Settings,
+    *,
+    publisher: EventPublisher | None = None,
+    readiness: Sequence[Callable[[], bool]] = (),
+) -> web.Application:
+    """Build the ingress app. ``readiness`` adds checks to ``/readyz`` (workers under ``run``)."""
+    app = web.Application(
+        client_max_size=settings.http.max_body_bytes, middlewares=[problem_middleware]
+    )
+    if publisher is None:
+        owned = Publisher(settings.amqp)
+        app.cleanup_ctx.append(_publisher_lifecycle(owned))
+        publisher = owned
+    ready_publisher = publisher
+    metrics = IngressMetrics(lambda: ready_publisher.ready)
+    app[PUBLISHER] = publisher
+    app[METRICS] = metrics
+    callbacks = CallbackHandlers(settings, publisher, metrics)
+    ops = OpsHandlers(metrics, (lambda: ready_publisher.ready, *readiness))
+    app.router.add_post("/callbacks/{source}", callbacks.post)
+    app.router.add_route("OPTIONS", "/callbacks/{source}", callbacks.options)
+    app.router.add_get("/healthz", ops.healthz)
+    app.router.add_get("/readyz", ops.readyz)
+    app.router.add_get("/metrics", ops.metrics)
+    for source in settings.sources:
+        if source.auth == "none":
+            log.warning("source accepts callbacks without a token", source=source.name)
+        elif not source.tokens:
+            log.warning("source has no tokens configured: every callback gets 401",
+                        source=source.name)
+    return app
+
+
+def _publisher_lifecycle(
+    publisher: Publisher,
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def lifecycle(_app: web.Application) -> AsyncIterator[None]:
+        publisher.start()
+        yield
+        await publisher.close()
+
+    return lifecycle
+
+
+@web.middleware
+async def problem_middleware(
+    request: web.Request, handler: Callable[[web.Request], object]
+) -> web.StreamResponse:
+    """Routing errors (404, 405) and bugs (500) answer problem+json too, never a traceback."""
+    try:
+        response = await handler(request)  # type: ignore[misc]
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+        return problem_response(exc.status, exc.reason, headers=headers)
+    except Exception:
+        log.exception("unhandled error", path=request.path)
+        return problem_response(500, "internal error; the request was not accepted")
+    assert isinstance(response, web.StreamResponse)
+    return response

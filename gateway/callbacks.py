@@ -1,0 +1,169 @@
+"""``POST /callbacks/{source}`` and its ``OPTIONS`` handshake: glue from HTTP to the pure parts.
+
+The order is the contract: find the source (404), authenticate the headers before touching
+the body (401), read at most ``max_body_bytes`` (413), normalise (400/415), publish and wait
+for every confirm (204, or 503 + ``Retry-After``). A 4xx after authentication is kept on
+``<prefix>.rejected`` before it is answered, because Notify never retries a 4xx.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Protocol
+
+from aiohttp import web
+
+from gateway.adapters import ADAPTERS, Context
+from gateway.adapters.errors import AdapterError
+from gateway.auth import extract_token, verify
+from gateway.cloudevent import CloudEvent, rfc3339
+from gateway.logs import get_logger
+from gateway.metrics import UNKNOWN_SOURCE, IngressMetrics
+from gateway.problem import problem_response
+from gateway.publisher import BrokerUnavailable
+from gateway.rejected import rejected_record
+from gateway.settings import Settings, Source
+
+log = get_logger("gateway.callbacks")
+
+RETRY_AFTER_S = "5"
+NO_CONTENT = 204
+
+
+class EventPublisher(Protocol):
+    """What the handler needs from a publisher (``gateway.publisher.Publisher`` is one)."""
+
+    @property
+    def ready(self) -> bool: ...
+
+    async def publish_events(self, events: list[CloudEvent], received: datetime) -> None: ...
+
+    async def publish_rejected(self, record: bytes, source: str, received: datetime) -> None: ...
+
+
+class CallbackHandlers:
+    """The request handlers, bound once to the settings, publisher and metrics."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        publisher: EventPublisher,
+        metrics: IngressMetrics,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._sources = {source.name: source for source in settings.sources}
+        self._adapters = {source.name: ADAPTERS[source.adapter] for source in settings.sources}
+        self._max_body = settings.http.max_body_bytes
+        self._too_large = f"the body is larger than {self._max_body} bytes"
+        self._publisher = publisher
+        self._metrics = metrics
+        self._clock = clock
+
+    async def post(self, request: web.Request) -> web.StreamResponse:
+        started = time.perf_counter()
+        name = request.match_info["source"]
+        source = self._sources.get(name)
+        response = await self._handle(request, source)
+        self._metrics.observe(
+            source.name if source else UNKNOWN_SOURCE,
+            response.status,
+            time.perf_counter() - started,
+        )
+        return response
+
+    async def _handle(self, request: web.Request, source: Source | None) -> web.StreamResponse:
+        if source is None:
+            return problem_response(404, "no callback source of that name is configured")
+        received_at = self._clock()
+        if source.auth != "none":
+            token = extract_token(
+                request.headers.get("Authorization"), request.query.get("access_token")
+            )
+            if not verify(token, source.tokens, received_at):
+                log.info("callback refused", source=source.name, status=401)
+                return problem_response(
+                    401,
+                    "a valid bearer token for this source is required",
+                    headers={"WWW-Authenticate": 'Bearer realm="event-gateway"'},
+                )
+        received = rfc3339(received_at)
+        if (request.content_length or 0) > self._max_body:
+            return await self._reject(request, source, 413, self._too_large, received_at, None)
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            return await self._reject(request, source, 413, self._too_large, received_at, None)
+
+        try:
+            events = self._adapters[source.name](
+                request.headers, body, Context(source.name, received)
+            )
+        except AdapterError as exc:
+            return await self._reject(
+                request, source, exc.status, exc.detail, received_at, body, field=exc.field
+            )
+
+        try:
+            await self._publisher.publish_events(events, received_at)
+        except BrokerUnavailable as exc:
+            self._metrics.publishes.labels("failed").inc(len(events))
+            log.warning("callback not accepted", source=source.name, status=503, error=str(exc))
+            return problem_response(
+                503, f"the event could not be stored: {exc}", headers={"Retry-After": RETRY_AFTER_S}
+            )
+        self._metrics.publishes.labels("confirmed").inc(len(events))
+        for event in events:
+            log.info(
+                "event accepted",
+                source=source.name,
+                event_id=event["id"],
+                event_type=event["type"],
+                partitionkey=event.get("partitionkey"),
+            )
+        return web.Response(status=NO_CONTENT)
+
+    async def _reject(
+        self,
+        request: web.Request,
+        source: Source,
+        status: int,
+        reason: str,
+        received_at: datetime,
+        body: bytes | None,
+        field: str | None = None,
+    ) -> web.StreamResponse:
+        """Keep the request on the rejected queue, then answer the 4xx (or 503 if not kept)."""
+        record = rejected_record(
+            source=source.name,
+            status=status,
+            reason=reason,
+            received=rfc3339(received_at),
+            headers=request.headers.items(),
+            body=body,
+        )
+        try:
+            await self._publisher.publish_rejected(record, source.name, received_at)
+        except BrokerUnavailable as exc:
+            log.warning("rejected request not kept", source=source.name, status=503, error=str(exc))
+            return problem_response(
+                503,
+                f"the request could not be kept for inspection: {exc}",
+                headers={"Retry-After": RETRY_AFTER_S},
+            )
+        self._metrics.publishes.labels("rejected_kept").inc()
+        log.info("callback rejected", source=source.name, status=status, reason=reason, field=field)
+        return problem_response(status, reason, field=field)
+
+    async def options(self, request: web.Request) -> web.StreamResponse:
+        """CloudEvents webhook validation handshake (HTTP webhook spec §4.1)."""
+        if request.match_info["source"] not in self._sources:
+            return problem_response(404, "no callback source of that name is configured")
+        headers = {"Allow": "POST, OPTIONS"}
+        origin = request.headers.get("WebHook-Request-Origin")
+        if origin:
+            headers["WebHook-Allowed-Origin"] = origin
+            headers["WebHook-Allowed-Rate"] = request.headers.get("WebHook-Request-Rate", "*")
+        return web.Response(status=200, headers=headers)
+

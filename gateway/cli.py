@@ -1,0 +1,162 @@
+"""The ``event-gateway`` command: thin. Read settings, configure logging, run.
+
+Exit codes: 0 success, 2 usage or config error (one line on stderr), 1 runtime failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Callable, Sequence
+from typing import NoReturn
+
+from gateway.settings import ConfigError, Settings, load_settings
+
+Command = Callable[[argparse.Namespace, Settings], int]
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line and exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="event-gateway", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    serve = commands.add_parser("serve", help="run the HTTP ingress")
+    _config_option(serve)
+    serve.add_argument("--host", help="listen address (default [http] host)")
+    serve.add_argument("--port", type=int, help="listen port (default [http] port)")
+    serve.set_defaults(handler=_serve)
+
+    run = commands.add_parser("run", help="ingress and the three built-in workers in one process")
+    _config_option(run)
+    run.set_defaults(handler=_run)
+
+    topology = commands.add_parser("topology", help="declare exchanges, queues and bindings")
+    _config_option(topology)
+    topology.set_defaults(handler=_topology)
+
+    hash_token = commands.add_parser(
+        "hash-token", help='read a token on stdin, print "sha256:<hex>" for the config'
+    )
+    hash_token.add_argument(
+        "--generate", action="store_true", help="make a new random token; print it, then its digest"
+    )
+    hash_token.set_defaults(handler=_hash_token, needs_settings=False)
+
+    from consumers.cli import add_worker_commands
+
+    add_worker_commands(commands)
+    return parser
+
+
+def _config_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", metavar="F", help="TOML config file (default $GATEWAY_CONFIG)")
+
+
+def main(argv: Sequence[str] | None = None) -> NoReturn:
+    args = build_parser().parse_args(argv)
+    handler: Command = args.handler
+    settings = Settings()
+    if getattr(args, "needs_settings", True):
+        try:
+            settings = load_settings(getattr(args, "config", None))
+        except ConfigError as exc:
+            _fail_config(str(exc))
+    from gateway.logs import configure_logging
+
+    configure_logging(settings.log_format)
+    sys.exit(handler(args, settings))
+
+
+def _fail_config(message: str) -> NoReturn:
+    print(f"event-gateway: config error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def run_async(coro_factory: Callable[[], object]) -> int:
+    """Run a coroutine on uvloop when available; Ctrl-C before the handlers exist is exit 1."""
+    try:
+        import uvloop
+
+        runner: Callable[..., object] = uvloop.run
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux/macOS
+        runner = asyncio.run
+    try:
+        result = runner(coro_factory())
+    except KeyboardInterrupt:
+        return 1
+    return int(result) if isinstance(result, int) else 0
+
+
+def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    from gateway.app import create_app
+    from gateway.server import install_signal_handlers, serve_app
+
+    host = args.host or settings.http.host
+    port = settings.http.port if args.port is None else args.port
+
+    async def main() -> int:
+        stop = asyncio.Event()
+        install_signal_handlers(stop)
+        await serve_app(create_app(settings), host, port, stop)
+        return 0
+
+    return run_async(main)
+
+
+def _run(args: argparse.Namespace, settings: Settings) -> int:
+    from gateway.combined import run_combined
+
+    return run_async(lambda: run_combined(settings))
+
+
+def _topology(args: argparse.Namespace, settings: Settings) -> int:
+    import aio_pika
+    from aiormq.exceptions import AMQPError
+
+    from gateway.topology import declare_all
+
+    async def main() -> int:
+        try:
+            connection = await aio_pika.connect(settings.amqp.url, timeout=10)
+        except (AMQPError, OSError, TimeoutError) as exc:
+            print(f"event-gateway: cannot reach RabbitMQ: {exc or type(exc).__name__}",
+                  file=sys.stderr)
+            return 1
+        async with connection:
+            try:
+                await declare_all(await connection.channel(), settings.amqp, settings.workers)
+            except AMQPError as exc:
+                print(f"event-gateway: declaring the topology failed: {exc}", file=sys.stderr)
+                return 1
+        print(f"topology declared on exchange {settings.amqp.exchange!r}")
+        return 0
+
+    return run_async(main)
+
+
+def _hash_token(args: argparse.Namespace, _settings: Settings) -> int:
+    from gateway.auth import generate_token, hash_token
+
+    if args.generate:
+        token = generate_token()
+        print(token)
+        print(hash_token(token))
+        return 0
+    token = sys.stdin.read()
+    token = token[:-2] if token.endswith("\r\n") else token.removesuffix("\n")
+    if not token:
+        print("event-gateway: hash-token: no token on stdin", file=sys.stderr)
+        return 2
+    print(hash_token(token))
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,45 @@
+"""The CloudEvent as both processes see it: a plain dict in the structured JSON form.
+
+A dict keeps the ingress hot path cheap (orjson serialises it directly) and is exactly what a
+consumer in any language reads from the queue. Adapters build these; ``consumers.Event`` gives
+handlers a typed view of the same thing.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from typing import Any
+
+CloudEvent = dict[str, Any]
+
+SPECVERSION = "1.0"
+REQUIRED_ATTRIBUTES = ("id", "source", "type", "specversion")
+# Attributes repeated as AMQP headers, for header-based filtering (contract §4).
+HEADER_ATTRIBUTES = ("id", "source", "type", "specversion", "time", "partitionkey")
+# RFC 3339 section 5.6 date-time: date, "T" (or "t" or a space), time, fraction, zone.
+_RFC3339 = re.compile(
+    r"([0-9]{4}-[0-9]{2}-[0-9]{2})[Tt ]([0-9]{2}:[0-9]{2}:[0-9]{2})(\.[0-9]+)?"
+    r"([Zz]|[+-][0-9]{2}:[0-9]{2})"
+)
+
+
+def rfc3339(moment: datetime) -> str:
+    """Format an aware datetime as RFC 3339 in UTC with millisecond precision."""
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parse_time(value: str) -> datetime:
+    """Parse an RFC 3339 timestamp (``Z`` or offset; any fraction length) into an aware datetime.
+
+    Only the RFC 3339 ``date-time`` shape is accepted (no bare dates, no missing seconds, no
+    basic-format ISO 8601); a fraction longer than microseconds is truncated. Raises ValueError
+    when the text is not such a date-time with a time zone.
+    """
+    match = _RFC3339.fullmatch(value)
+    if match is None:
+        raise ValueError(f"{value[:64]!r} is not an RFC 3339 date-time")
+    date, clock, fraction, offset = match.groups()
+    if offset in ("Z", "z"):
+        offset = "+00:00"
+    return datetime.fromisoformat(f"{date}T{clock}{(fraction or '')[:7]}{offset}")

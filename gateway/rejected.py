@@ -1,0 +1,46 @@
+"""The record kept on ``<prefix>.rejected`` for an authenticated request that got a 4xx.
+
+Notify never retries a 4xx, so the raw request is kept for inspection and replay (contract
+§2, §4): ``{source, status, reason, received, headers, body | body_base64}``, credentials
+removed, no body for a 413.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterable
+
+import orjson
+
+CREDENTIAL_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "x-api-key"})
+
+
+def rejected_record(
+    *,
+    source: str,
+    status: int,
+    reason: str,
+    received: str,
+    headers: Iterable[tuple[str, str]],
+    body: bytes | None,
+) -> bytes:
+    """Serialise the record; repeated header names are joined with ", "."""
+    kept: dict[str, str] = {}
+    for raw_name, value in headers:
+        name = str(raw_name)  # aiohttp's istr is a str subclass, which orjson refuses as a key
+        if name.lower() in CREDENTIAL_HEADERS:
+            continue
+        kept[name] = f"{kept[name]}, {value}" if name in kept else value
+    record: dict[str, object] = {
+        "source": source,
+        "status": status,
+        "reason": reason,
+        "received": received,
+        "headers": kept,
+    }
+    if body is not None:
+        try:
+            record["body"] = body.decode("utf-8")
+        except UnicodeDecodeError:
+            record["body_base64"] = base64.b64encode(body).decode("ascii")
+    return orjson.dumps(record)

@@ -1,0 +1,71 @@
+"""Running the ingress until a signal: the written shutdown sequence.
+
+1. SIGTERM/SIGINT sets ``stop``; a second signal exits at once.
+2. The listening socket closes; requests in flight finish (bounded by ``SHUTDOWN_TIMEOUT_S``)
+   so every sender gets its 204 or 503.
+3. The cleanup contexts close the publisher's connection.
+Other long-running parts (the built-in workers under ``run``) are coroutines that watch the
+same ``stop`` event; they drain while the ingress does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections.abc import Awaitable, Callable, Sequence
+
+from aiohttp import web
+
+from gateway.logs import get_logger
+
+log = get_logger("gateway.server")
+
+SHUTDOWN_TIMEOUT_S = 15.0
+
+
+def install_signal_handlers(stop: asyncio.Event) -> None:
+    """First SIGTERM/SIGINT asks for a graceful stop; the second one exits immediately."""
+    loop = asyncio.get_running_loop()
+
+    def on_signal(signum: int) -> None:
+        if stop.is_set():
+            log.warning("second signal, exiting now", signal=signal.Signals(signum).name)
+            os._exit(1)
+        log.info("stopping", signal=signal.Signals(signum).name)
+        stop.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal, signum)
+
+
+async def serve_app(
+    app: web.Application,
+    host: str,
+    port: int,
+    stop: asyncio.Event,
+    *,
+    companions: Sequence[Callable[[], Awaitable[None]]] = (),
+) -> None:
+    """Serve ``app`` until ``stop`` is set, running ``companions`` alongside."""
+    runner = web.AppRunner(
+        app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT_S
+    )
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, backlog=1024)
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise SystemExit(f"event-gateway: cannot listen on {host}:{port}: {exc.strerror}") from None
+    log.info("listening", host=host, port=port)
+    tasks = [asyncio.create_task(companion()) for companion in companions]
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
+                log.error("component failed", error=repr(result))
+    log.info("stopped")

@@ -1,0 +1,157 @@
+"""Names and declarations of every exchange and queue the gateway and its workers use.
+
+Shared by the ingress, the workers and the ``topology`` command, so one place decides the
+shape of the broker. Declarations are idempotent: running them again with the same settings
+changes nothing. Importing this module pulls in no web stack.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import aio_pika
+from aio_pika.abc import AbstractChannel, AbstractExchange
+
+from gateway.settings import AmqpSettings, WorkerSettings
+
+_ROAMING_LEGACY = "org.camaraproject.device-status.v0"
+BUILTIN_BINDINGS: dict[str, tuple[str, ...]] = {
+    "roaming": (
+        "org.camaraproject.device-roaming-status-subscriptions.v0.*",
+        "org.camaraproject.roaming-status-subscriptions.v0.*",
+        f"{_ROAMING_LEGACY}.roaming-status",
+        f"{_ROAMING_LEGACY}.roaming-on",
+        f"{_ROAMING_LEGACY}.roaming-off",
+        f"{_ROAMING_LEGACY}.roaming-change-country",
+        f"{_ROAMING_LEGACY}.subscription-ends",
+    ),
+    "reachability": (
+        "org.camaraproject.device-reachability-status-subscriptions.v0.*",
+        f"{_ROAMING_LEGACY}.connectivity-data",
+        f"{_ROAMING_LEGACY}.connectivity-sms",
+        f"{_ROAMING_LEGACY}.connectivity-disconnected",
+        f"{_ROAMING_LEGACY}.subscription-ends",
+    ),
+    "sms": ("notify.sms.*",),
+}
+# A quorum queue redelivers a message that kills its consumer forever unless capped
+# (RabbitMQ 3.10 sets no default). Past this many deliveries the broker itself moves it
+# to <queue>.dlq; ordinary handler failures never get near it, the worker retries them.
+POISON_DELIVERY_LIMIT = 50
+
+
+@dataclass(frozen=True, slots=True)
+class Names:
+    """Every name derived from the ``[amqp] exchange`` prefix."""
+
+    exchange: str
+    unrouted: str
+    rejected: str
+
+    @classmethod
+    def for_prefix(cls, prefix: str) -> Names:
+        return cls(exchange=prefix, unrouted=f"{prefix}.unrouted", rejected=f"{prefix}.rejected")
+
+    def queue(self, short: str) -> str:
+        """The full name of a queue, e.g. ``roaming`` -> ``events.roaming``."""
+        return short if short.startswith(f"{self.exchange}.") else f"{self.exchange}.{short}"
+
+
+def dlq_name(queue: str) -> str:
+    return f"{queue}.dlq"
+
+
+def retry_queue_name(queue: str, delay_s: float) -> str:
+    delay = f"{int(delay_s)}s" if float(delay_s).is_integer() else f"{round(delay_s * 1000)}ms"
+    return f"{queue}.retry.{delay}"
+
+
+def queue_arguments(queue_type: str, **extra: Any) -> dict[str, Any]:
+    arguments: dict[str, Any] = {"x-queue-type": queue_type}
+    arguments.update(extra)
+    return arguments
+
+
+def _at_least_once_dead_lettering(queue_type: str, target: str) -> dict[str, Any]:
+    """Dead-letter into ``target`` via the default exchange; at-least-once on quorum queues."""
+    arguments: dict[str, Any] = {
+        "x-dead-letter-exchange": "",
+        "x-dead-letter-routing-key": target,
+    }
+    if queue_type == "quorum":
+        # Without these two, quorum dead-lettering is at-most-once (RabbitMQ 3.10 docs).
+        arguments["x-dead-letter-strategy"] = "at-least-once"
+        arguments["x-overflow"] = "reject-publish"
+    return arguments
+
+
+async def declare_ingress(channel: AbstractChannel, amqp: AmqpSettings) -> AbstractExchange:
+    """Declare the main exchange, its alternate exchange and the rejected-request exchange.
+
+    Returns the main exchange, the one the ingress publishes events to.
+    """
+    names = Names.for_prefix(amqp.exchange)
+    unrouted = await channel.declare_exchange(
+        names.unrouted, aio_pika.ExchangeType.FANOUT, durable=True
+    )
+    unrouted_queue = await channel.declare_queue(
+        names.unrouted, durable=True, arguments=queue_arguments(amqp.queue_type)
+    )
+    await unrouted_queue.bind(unrouted, routing_key="")
+    rejected = await channel.declare_exchange(
+        names.rejected, aio_pika.ExchangeType.FANOUT, durable=True
+    )
+    rejected_queue = await channel.declare_queue(
+        names.rejected, durable=True, arguments=queue_arguments(amqp.queue_type)
+    )
+    await rejected_queue.bind(rejected, routing_key="")
+    return await channel.declare_exchange(
+        names.exchange,
+        aio_pika.ExchangeType.TOPIC,
+        durable=True,
+        arguments={"alternate-exchange": names.unrouted},
+    )
+
+
+async def declare_worker_queue(
+    channel: AbstractChannel,
+    amqp: AmqpSettings,
+    workers: WorkerSettings,
+    queue: str,
+    bindings: tuple[str, ...],
+) -> aio_pika.abc.AbstractQueue:
+    """Declare a worker's queue, its bindings, its retry queues and its ``.dlq``.
+
+    Each retry queue holds a failed message for one backoff delay (a per-queue TTL, so the
+    head always expires first), then dead-letters it back into ``queue``.
+    """
+    exchange = await declare_ingress(channel, amqp)
+    dlq = dlq_name(queue)
+    await channel.declare_queue(dlq, durable=True, arguments=queue_arguments(amqp.queue_type))
+    for delay in sorted(set(workers.retry_backoff_s)):
+        await channel.declare_queue(
+            retry_queue_name(queue, delay),
+            durable=True,
+            arguments=queue_arguments(
+                amqp.queue_type,
+                **{"x-message-ttl": round(delay * 1000)},
+                **_at_least_once_dead_lettering(amqp.queue_type, queue),
+            ),
+        )
+    main_arguments = queue_arguments(amqp.queue_type)
+    if amqp.queue_type == "quorum":
+        main_arguments["x-delivery-limit"] = POISON_DELIVERY_LIMIT
+        main_arguments.update(_at_least_once_dead_lettering(amqp.queue_type, dlq))
+    declared = await channel.declare_queue(queue, durable=True, arguments=main_arguments)
+    for pattern in bindings:
+        await declared.bind(exchange, routing_key=pattern)
+    return declared
+
+
+async def declare_all(channel: AbstractChannel, amqp: AmqpSettings, workers: WorkerSettings) -> None:
+    """Everything ``event-gateway topology`` promises: ingress exchanges and built-in queues."""
+    names = Names.for_prefix(amqp.exchange)
+    await declare_ingress(channel, amqp)
+    for short, bindings in BUILTIN_BINDINGS.items():
+        await declare_worker_queue(channel, amqp, workers, names.queue(short), bindings)

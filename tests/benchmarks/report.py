@@ -1,0 +1,124 @@
+"""Benchmark rows, the target checks and the Markdown report."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Row:
+    """One measured target. ``rate`` is requests/s for HTTP targets, msg/s for raw AMQP."""
+
+    name: str
+    measures: str
+    unit: str = "req/s"
+    rate: float | None = None
+    p50_ms: float | None = None
+    p99_ms: float | None = None
+    rss_kib: int | None = None
+    non2xx: int | None = None
+    ok2xx: int | None = None
+    stored: int | None = None
+    notes: list[str] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def rss_mb(self) -> float | None:
+        return None if self.rss_kib is None else self.rss_kib * 1024 / 1e6
+
+    @property
+    def lost(self) -> int:
+        """Confirmed (2xx) requests whose message is not in the sink queue."""
+        if self.ok2xx is None or self.stored is None:
+            return 0
+        return max(0, self.ok2xx - self.stored)
+
+
+@dataclass(frozen=True)
+class Check:
+    """One target from the brief and whether the run met it."""
+
+    label: str
+    value: str
+    target: str
+    ok: bool | None  # None: could not be computed
+
+    @property
+    def verdict(self) -> str:
+        return {True: "PASS", False: "FAIL", None: "n/a"}[self.ok]
+
+
+def _num(value: float | None, digits: int = 0) -> str:
+    return "—" if value is None else f"{value:,.{digits}f}"
+
+
+def checks(rows: dict[str, Row]) -> list[Check]:
+    """The gateway's targets: ≥3× the reference, ≥0.5× raw publish, p99, RSS, no loss."""
+    gateway = rows.get("gateway")
+    reference = rows.get("reference")
+    raw = rows.get("raw-publish")
+    g_rate = gateway.rate if gateway and not gateway.error else None
+
+    def ratio(other: Row | None) -> float | None:
+        if g_rate is None or other is None or other.error or not other.rate:
+            return None
+        return g_rate / other.rate
+
+    vs_ref, vs_raw = ratio(reference), ratio(raw)
+    p99 = gateway.p99_ms if g_rate is not None and gateway else None
+    rss = gateway.rss_mb if g_rate is not None and gateway else None
+    out = [
+        Check("gateway rps / reference rps", _ratio(vs_ref, "×"), "≥ 3×",
+              None if vs_ref is None else vs_ref >= 3),
+        Check("gateway rps / raw publish msg/s", _ratio(vs_raw, ""), "≥ 0.5",
+              None if vs_raw is None else vs_raw >= 0.5),
+        Check("gateway p99 latency", f"{_num(p99, 1)} ms", "< 60 ms",
+              None if p99 is None else p99 < 60),
+        Check("gateway peak RSS", f"{_num(rss, 1)} MB", "< 120 MB",
+              None if rss is None else rss < 120),
+    ]
+    for name in ("gateway", "reference"):
+        row = rows.get(name)
+        if row is None or row.error or row.ok2xx is None:
+            continue
+        out.append(Check(
+            f"{name}: messages stored ≥ 2xx answers",
+            f"{_num(row.stored)} stored / {_num(row.ok2xx)} 2xx",
+            "no loss",
+            None if row.stored is None else row.lost == 0,
+        ))
+    return out
+
+
+def _ratio(value: float | None, suffix: str) -> str:
+    return "—" if value is None else f"{value:.2f}{suffix}"
+
+
+def markdown(title: str, setup: list[str], sections: dict[str, list[Row]],
+             found: list[Check]) -> str:
+    """The whole report: setup bullets, one table per section, the checks, the notes."""
+    lines = [f"# {title}", ""]
+    lines += [f"- {item}" for item in setup]
+    for section, rows in sections.items():
+        lines += ["", f"## {section}", ""]
+        lines += [
+            "| target | measures | rate | p50 ms | p99 ms | peak RSS MB | non-2xx |",
+            "|---|---|---:|---:|---:|---:|---:|",
+        ]
+        for row in rows:
+            rate = "error" if row.error else f"{_num(row.rate)} {row.unit}"
+            lines.append(
+                f"| {row.name} | {row.measures} | {rate} | {_num(row.p50_ms, 1)} | "
+                f"{_num(row.p99_ms, 1)} | {_num(row.rss_mb, 1)} | {_num(row.non2xx)} |"
+            )
+    lines += ["", "## Targets", "", "| check | measured | target | verdict |", "|---|---|---|---|"]
+    lines += [f"| {c.label} | {c.value} | {c.target} | {c.verdict} |" for c in found]
+    notes = [
+        f"- **{row.name}**: {note}"
+        for rows in sections.values()
+        for row in rows
+        for note in ([f"ERROR: {row.error}"] if row.error else []) + row.notes
+    ]
+    if notes:
+        lines += ["", "## Notes", "", *notes]
+    return "\n".join(lines) + "\n"

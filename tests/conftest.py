@@ -1,0 +1,107 @@
+"""Shared fixtures: a unique broker namespace per test and a real ingress in front of it."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import aio_pika
+import pytest
+from aio_pika.abc import AbstractChannel, AbstractRobustConnection
+from aiohttp.test_utils import TestClient
+
+from gateway.app import PUBLISHER, create_app
+from gateway.auth import hash_token
+from gateway.settings import AmqpSettings, HttpSettings, Settings, Source, TokenDigest
+from tests.broker import AMQP_URL, delete_everything, unique_prefix
+
+FIXTURES = Path(__file__).parent / "fixtures"
+TOKENS = {
+    "camara": "camara-token-1",
+    "cloudevents": "ce-token-1",
+    "notify-status": "notify-status-token-1",
+    "notify-inbound": "notify-inbound-token-1",
+}
+
+
+def digest(token: str) -> TokenDigest:
+    return TokenDigest(bytes.fromhex(hash_token(token).removeprefix("sha256:")))
+
+
+def make_settings(prefix: str, **amqp: object) -> Settings:
+    """Settings for one test: its own exchange prefix, one source per adapter."""
+    return Settings(
+        http=HttpSettings(host="127.0.0.1", port=0, max_body_bytes=65536),
+        amqp=replace(AmqpSettings(url=AMQP_URL, exchange=prefix, publish_timeout_s=3.0), **amqp),  # type: ignore[arg-type]
+        sources=(
+            Source("camara", "camara", (digest(TOKENS["camara"]),)),
+            Source("cloudevents", "cloudevents", (digest(TOKENS["cloudevents"]),)),
+            Source("notify-status", "notify-delivery-status", (digest(TOKENS["notify-status"]),)),
+            Source("notify-inbound", "notify-inbound-sms", (digest(TOKENS["notify-inbound"]),)),
+            Source("open", "camara", (), auth="none"),
+        ),
+    )
+
+
+@pytest.fixture
+async def prefix() -> AsyncIterator[str]:
+    name = unique_prefix()
+    yield name
+    await delete_everything(name, extra_queues=[f"{name}.capture"])
+
+
+@pytest.fixture
+async def amqp() -> AsyncIterator[AbstractRobustConnection]:
+    connection = await aio_pika.connect_robust(AMQP_URL)
+    async with connection:
+        yield connection
+
+
+@dataclass
+class Ingress:
+    """A running ingress app plus a queue that captures everything it publishes."""
+
+    client: TestClient  # type: ignore[type-arg]
+    channel: AbstractChannel
+    capture: str
+    rejected: str
+    settings: Settings
+
+    async def post(
+        self, source: str, body: bytes, content_type: str = "application/json", **headers: str
+    ) -> tuple[int, bytes]:
+        hdrs = {"Content-Type": content_type, **headers}
+        if "Authorization" not in hdrs and source in TOKENS:
+            hdrs["Authorization"] = f"Bearer {TOKENS[source]}"
+        response = await self.client.post(f"/callbacks/{source}", data=body, headers=hdrs)
+        return response.status, await response.read()
+
+
+IngressFactory = Callable[..., Awaitable[Ingress]]
+
+
+@pytest.fixture
+async def make_ingress(
+    aiohttp_client: Callable[..., Awaitable[TestClient]],  # type: ignore[type-arg]
+    prefix: str,
+    amqp: AbstractRobustConnection,
+) -> IngressFactory:
+    async def factory(**amqp_overrides: object) -> Ingress:
+        settings = make_settings(prefix, **amqp_overrides)
+        app = create_app(settings)
+        client = await aiohttp_client(app)
+        publisher = app[PUBLISHER]
+        await asyncio.wait_for(publisher.wait_ready(), 15)  # type: ignore[attr-defined]
+        channel = await amqp.channel()
+        capture = await channel.declare_queue(f"{prefix}.capture", durable=False, auto_delete=False)
+        await capture.bind(prefix, routing_key="#")
+        return Ingress(client, channel, capture.name, f"{prefix}.rejected", settings)
+
+    return factory
+
+
+@pytest.fixture
+async def ingress(make_ingress: IngressFactory) -> Ingress:
+    return await make_ingress()
