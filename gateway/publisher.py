@@ -19,7 +19,7 @@ from typing import Any
 
 import aio_pika
 import aiormq
-from aio_pika.abc import AbstractExchange, AbstractRobustConnection
+from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnection
 from aiormq.exceptions import AMQPError, ChannelInvalidStateError
 
 from gateway.amqp_message import to_message
@@ -32,6 +32,7 @@ log = get_logger(__name__)
 
 _BROKER_ERRORS = (TimeoutError, AMQPError, ChannelInvalidStateError, ConnectionError, OSError)
 _RECONNECT_DELAYS = (0.5, 1.0, 2.0, 5.0)
+RECONNECT_INTERVAL_S = 1.0
 
 
 class BrokerUnavailable(Exception):
@@ -45,6 +46,7 @@ class Publisher:
         self._amqp = amqp
         self._names = Names.for_prefix(amqp.exchange)
         self._connection: AbstractRobustConnection | None = None
+        self._channel: AbstractChannel | None = None
         self._events: AbstractExchange | None = None
         self._rejected: AbstractExchange | None = None
         self._ready = asyncio.Event()
@@ -69,7 +71,10 @@ class Publisher:
         while not self._closing:
             try:
                 connection = await aio_pika.connect_robust(
-                    self._amqp.url, timeout=10, client_properties={"connection_name": "ingress"}
+                    self._amqp.url,
+                    timeout=10,
+                    reconnect_interval=RECONNECT_INTERVAL_S,
+                    client_properties={"connection_name": "event-gateway ingress"},
                 )
             except _BROKER_ERRORS as exc:
                 delay = _RECONNECT_DELAYS[min(attempt, len(_RECONNECT_DELAYS) - 1)]
@@ -90,9 +95,11 @@ class Publisher:
 
     async def _declare(self) -> None:
         assert self._connection is not None
-        channel = await self._connection.channel(publisher_confirms=True)
-        self._events = await declare_ingress(channel, self._amqp)
-        self._rejected = await channel.get_exchange(self._names.rejected, ensure=False)
+        if self._channel is None:
+            # One robust channel for the process; the connection restores it on reconnect.
+            self._channel = await self._connection.channel(publisher_confirms=True)
+        self._events = await declare_ingress(self._channel, self._amqp)
+        self._rejected = await self._channel.get_exchange(self._names.rejected, ensure=False)
         self._ready.set()
         log.info("broker connected", exchange=self._names.exchange)
 

@@ -69,7 +69,7 @@ def test_utc_converts_offsets() -> None:
 def test_utc_rejects_naive_time() -> None:
     """A naive datetime is refused rather than guessed."""
     with pytest.raises(ValueError, match="no time zone"):
-        utc(datetime(2023, 1, 1))  # noqa: DTZ001 - naive on purpose
+        utc(datetime(2023, 1, 1))  # naive on purpose
 
 
 def test_checks_reject_unknown_values() -> None:

@@ -1,0 +1,170 @@
+"""The ``notify-delivery-status`` adapter: Notify delivery receipts into events."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from multidict import CIMultiDict
+
+from gateway.adapters import AdapterError, BadRequest, Context, UnsupportedMediaType
+from gateway.adapters.notify_delivery_status import normalize
+from gateway.cloudevent import CloudEvent
+
+FIXTURES = Path(__file__).parent / "fixtures"
+RECEIVED = "2026-03-01T12:00:00.000Z"
+CTX = Context("notify-status", RECEIVED)
+NOTIFY_ID = "740e5834-3a29-46b4-9a6f-16142fde533a"
+# GOV.UK field table (no public SMS receipt example exists), with its extra template fields.
+SMS_RECEIPT: dict[str, Any] = {
+    "id": "0f1e2d3c-4b5a-4968-8776-a5b4c3d2e1f0",
+    "reference": None,
+    "to": "07700912345",
+    "status": "temporary-failure",
+    "notification_type": "sms",
+    "created_at": "2017-05-14T12:15:30.000000Z",
+    "completed_at": None,
+    "sent_at": "2017-05-14T12:15:31.000000Z",
+    "template_id": "f33517ff-2a88-4f6e-b855-c550268ce08a",
+    "template_version": 1,
+}
+
+
+def receipt(**changes: Any) -> dict[str, Any]:
+    """The email receipt fixture with some members changed."""
+    loaded: dict[str, Any] = orjson.loads((FIXTURES / "notify-delivery-email-delivered.json").read_bytes())
+    loaded.update(changes)
+    return loaded
+
+
+def headers(content_type: str | None = "application/json") -> CIMultiDict[str]:
+    """Request headers as Notify sends them."""
+    result: CIMultiDict[str] = CIMultiDict({"Authorization": "Bearer x"})
+    if content_type is not None:
+        result["Content-Type"] = content_type
+    return result
+
+
+def send(body: Any, content_type: str | None = "application/json") -> list[CloudEvent]:
+    """POST ``body`` as JSON to the adapter."""
+    return normalize(headers(content_type), orjson.dumps(body), CTX)
+
+
+def rejection(body: Any, content_type: str | None = "application/json") -> AdapterError:
+    """The AdapterError the adapter raises for this body."""
+    raw = body if isinstance(body, bytes) else orjson.dumps(body)
+    with pytest.raises(AdapterError) as info:
+        normalize(headers(content_type), raw, CTX)
+    return info.value
+
+
+def test_email_delivered_fixture_exactly() -> None:
+    """The AU Notify example becomes exactly this event, the body as data."""
+    body = (FIXTURES / "notify-delivery-email-delivered.json").read_bytes()
+    assert normalize(headers(), body, CTX) == [
+        {
+            "specversion": "1.0",
+            "id": f"{NOTIFY_ID}:delivered",
+            "source": "/callbacks/notify-status",
+            "type": "notify.email.delivery-status",
+            "subject": NOTIFY_ID,
+            "time": "2017-05-14T12:15:30.000000Z",
+            "datacontenttype": "application/json",
+            "partitionkey": NOTIFY_ID,
+            "gatewaysource": "notify-status",
+            "gatewayreceived": RECEIVED,
+            "data": orjson.loads(body),
+        }
+    ]
+
+
+def test_sms_receipt_without_completed_at_uses_created_at() -> None:
+    """completed_at null: time is created_at; every body member, extras too, stays in data."""
+    [event] = send(SMS_RECEIPT)
+    assert event["id"] == f"{SMS_RECEIPT['id']}:temporary-failure"
+    assert event["type"] == "notify.sms.delivery-status"
+    assert event["time"] == "2017-05-14T12:15:30.000000Z"
+    assert event["data"] == SMS_RECEIPT
+
+
+def test_completed_at_wins_over_created_at() -> None:
+    """time is completed_at when Notify gives it."""
+    [event] = send(receipt(created_at="2017-05-14T12:00:00.000000Z"))
+    assert event["time"] == "2017-05-14T12:15:30.000000Z"
+
+
+def test_no_timestamps_no_time() -> None:
+    """Without completed_at and created_at the event has no time."""
+    body = receipt(completed_at=None)
+    del body["created_at"]
+    [event] = send(body)
+    assert "time" not in event
+
+
+def test_one_id_per_status() -> None:
+    """A resent receipt keeps its id; the next status of the same message gets a new one."""
+    first = send(receipt())[0]["id"]
+    assert send(receipt())[0]["id"] == first
+    assert send(receipt(status="permanent-failure"))[0]["id"] == f"{NOTIFY_ID}:permanent-failure"
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [None, "application/json; charset=utf-8", "APPLICATION/JSON", "application/vnd.notify+json"],
+)
+def test_json_or_missing_content_type_is_accepted(content_type: str | None) -> None:
+    """Any JSON media type, or none at all, is read."""
+    assert send(receipt(), content_type)[0]["id"] == f"{NOTIFY_ID}:delivered"
+
+
+@pytest.mark.parametrize(
+    "content_type", ["text/plain", "application/x-www-form-urlencoded", "application/xml"]
+)
+def test_other_content_types_are_415(content_type: str) -> None:
+    """A content type that is not JSON is a 415 naming Content-Type."""
+    error = rejection(receipt(), content_type)
+    assert isinstance(error, UnsupportedMediaType)
+    assert (error.status, error.field) == (415, "Content-Type")
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"id": None}, "id"),
+        ({"id": ""}, "id"),
+        ({"id": 12}, "id"),
+        ({"status": None}, "status"),
+        ({"status": ""}, "status"),
+        ({"notification_type": None}, "notification_type"),
+        ({"notification_type": "Email"}, "notification_type"),
+        ({"notification_type": "e mail"}, "notification_type"),
+        ({"notification_type": "sms.x"}, "notification_type"),
+        ({"notification_type": "1sms"}, "notification_type"),
+        ({"notification_type": "a" * 240}, "notification_type"),
+        ({"completed_at": "soon"}, "completed_at"),
+        ({"completed_at": 1494764130}, "completed_at"),
+        ({"completed_at": None, "created_at": "2017-05-14"}, "created_at"),
+    ],
+)
+def test_invalid_receipts_name_the_field(changes: dict[str, Any], field: str) -> None:
+    """Each missing or malformed member is a 400 naming it."""
+    error = rejection(receipt(**changes))
+    assert isinstance(error, BadRequest)
+    assert error.field == field
+
+
+def test_missing_required_member_names_it() -> None:
+    """A receipt without status names status."""
+    body = receipt()
+    del body["status"]
+    assert rejection(body).field == "status"
+
+
+@pytest.mark.parametrize("body", [b"", b"id=1&status=delivered", b"[]", b'"receipt"'])
+def test_body_that_is_not_a_json_object(body: bytes) -> None:
+    """A body that is not a JSON object is a 400 without a field."""
+    error = rejection(body)
+    assert isinstance(error, BadRequest)
+    assert error.field is None

@@ -1,0 +1,201 @@
+"""Properties of every adapter: any request either normalizes or raises AdapterError."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from multidict import CIMultiDict
+
+from gateway.adapters import ADAPTERS, AdapterError, Context
+from gateway.adapters.camara import LEGACY_TYPES
+from gateway.cloudevent import CloudEvent
+
+CTX = Context("prop", "2026-03-01T12:00:00.000Z")
+ADAPTER_NAMES = sorted(ADAPTERS)
+PROPERTY_SETTINGS = settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+
+CONTENT_TYPES = st.sampled_from(
+    [
+        "application/json",
+        "application/json; charset=utf-8",
+        "application/cloudevents+json",
+        "application/cloudevents-batch+json",
+        "APPLICATION/CLOUDEVENTS+JSON; charset=x",
+        "text/plain",
+        "application/octet-stream",
+        "application/vnd.x+json",
+        "",
+        ";",
+    ]
+)
+HEADER_NAMES = st.sampled_from(
+    [
+        "Content-Type",
+        "ce-specversion",
+        "CE-ID",
+        "ce-source",
+        "ce-type",
+        "ce-time",
+        "ce-subject",
+        "ce-partitionkey",
+        "ce-data",
+        "ce-",
+        "Authorization",
+    ]
+) | st.text(max_size=12)
+HEADER_VALUES = (
+    CONTENT_TYPES
+    | st.sampled_from(["1.0", "0.3", "", "%", "%FF", "%E2%82%AC", "a b", "2024-01-01T00:00:00Z"])
+    | st.text(max_size=20)
+)
+JSON_LEAVES = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**63), max_value=2**64 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=10)
+)
+JSON_VALUES = st.recursive(
+    JSON_LEAVES,
+    lambda children: st.lists(children, max_size=4)
+    | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    max_leaves=12,
+)
+TIMES = st.sampled_from(
+    ["2023-01-17T13:18:23.682Z", "2024-06-01T13:00:00.123456789+02:00", "2023-02-30T00:00:00Z", ""]
+) | st.text(max_size=25)
+MAYBE = st.none() | JSON_LEAVES
+DEVICES = st.fixed_dictionaries(
+    {},
+    optional={
+        "phoneNumber": st.sampled_from(["+123456789", "36701234567", ""]) | MAYBE,
+        "networkAccessIdentifier": MAYBE,
+        "ipv6Address": MAYBE,
+        "ipv4Address": st.fixed_dictionaries({}, optional={"publicAddress": MAYBE}) | MAYBE,
+    },
+)
+DATA = st.fixed_dictionaries(
+    {}, optional={"device": DEVICES | MAYBE, "sessionId": MAYBE, "subscriptionId": MAYBE}
+) | JSON_VALUES
+CLOUDEVENTS = st.fixed_dictionaries(
+    {},
+    optional={
+        "specversion": st.sampled_from(["1.0", "0.3"]) | MAYBE,
+        "id": st.sampled_from(["evt-1", ""]) | MAYBE,
+        "source": st.sampled_from(["/s", ""]) | MAYBE,
+        "type": st.sampled_from(["com.example.t", "a b", "x" * 300]) | MAYBE,
+        "time": TIMES | MAYBE,
+        "subject": MAYBE,
+        "partitionkey": MAYBE,
+        "data": DATA,
+        "data_base64": st.sampled_from(["AAECAwQFBgcICQ==", "!!"]) | MAYBE,
+        "event": st.fixed_dictionaries(
+            {},
+            optional={
+                "eventId": MAYBE,
+                "eventType": st.sampled_from([*LEGACY_TYPES, "DEVICE_STATUS_CHANGED"]) | MAYBE,
+                "eventTime": TIMES | MAYBE,
+                "eventDetail": DATA | MAYBE,
+            },
+        )
+        | MAYBE,
+        "eventSubscriptionId": MAYBE,
+    },
+)
+NOTIFY_BODIES = st.fixed_dictionaries(
+    {},
+    optional={
+        "id": st.sampled_from(["740e5834-3a29-46b4-9a6f-16142fde533a", ""]) | MAYBE,
+        "status": st.sampled_from(["delivered", "permanent-failure"]) | MAYBE,
+        "notification_type": st.sampled_from(["email", "sms", "Email", "x y"]) | MAYBE,
+        "created_at": TIMES | MAYBE,
+        "completed_at": TIMES | MAYBE,
+        "date_received": TIMES | MAYBE,
+        "source_number": st.sampled_from(["+61412987654"]) | MAYBE,
+    },
+)
+BODIES = (
+    st.binary(max_size=200)
+    | JSON_VALUES.map(orjson.dumps)
+    | CLOUDEVENTS.map(orjson.dumps)
+    | st.lists(CLOUDEVENTS, max_size=3).map(orjson.dumps)
+    | NOTIFY_BODIES.map(orjson.dumps)
+)
+HEADERS = st.lists(st.tuples(HEADER_NAMES, HEADER_VALUES), max_size=8)
+
+
+def check_event(event: CloudEvent) -> None:
+    """An event the gateway can publish: required attributes, gateway stamps, serializable."""
+    assert event["specversion"] == "1.0"
+    for name in ("id", "source", "type"):
+        assert isinstance(event[name], str)
+        assert event[name]
+    assert len(event["type"].encode()) <= 255
+    assert not any(character.isspace() for character in event["type"])
+    assert event["gatewaysource"] == "prop"
+    assert event["gatewayreceived"] == CTX.received
+    assert not ("data" in event and "data_base64" in event)
+    orjson.dumps(event)
+
+
+def run(adapter: str, pairs: list[tuple[str, str]], body: bytes) -> list[CloudEvent] | None:
+    """Normalize, returning None for an AdapterError (anything else propagates)."""
+    headers: CIMultiDict[str] = CIMultiDict(pairs)
+    try:
+        events = ADAPTERS[adapter](headers, body, CTX)
+    except AdapterError as error:
+        assert error.status in (400, 415)
+        assert isinstance(error.detail, str)
+        assert error.detail
+        return None
+    assert isinstance(events, list)
+    for event in events:
+        check_event(event)
+    return events
+
+
+@pytest.mark.parametrize("adapter", ADAPTER_NAMES)
+@PROPERTY_SETTINGS
+@given(pairs=HEADERS, body=BODIES)
+def test_any_request_normalizes_or_raises_adapter_error(
+    adapter: str, pairs: list[tuple[str, str]], body: bytes
+) -> None:
+    """Arbitrary headers and bytes never escape as anything but AdapterError."""
+    run(adapter, pairs, body)
+
+
+@pytest.mark.parametrize("adapter", ADAPTER_NAMES)
+@PROPERTY_SETTINGS
+@given(content_type=CONTENT_TYPES, body=BODIES)
+def test_same_request_always_gives_the_same_events(
+    adapter: str, content_type: str, body: bytes
+) -> None:
+    """Normalizing is a function of the request: the same callback keeps its ids."""
+    pairs = [("Content-Type", content_type)]
+    assert run(adapter, pairs, body) == run(adapter, pairs, body)
+
+
+@PROPERTY_SETTINGS
+@given(event=CLOUDEVENTS, content_type=st.sampled_from(["application/json", None]))
+def test_camara_json_bodies_normalize_or_name_a_field_or_the_body(
+    event: dict[str, Any], content_type: str | None
+) -> None:
+    """camara JSON bodies either normalize or fail with a 400 that names a field or the body."""
+    pairs = [] if content_type is None else [("Content-Type", content_type)]
+    headers: CIMultiDict[str] = CIMultiDict(pairs)
+    try:
+        events = ADAPTERS["camara"](headers, orjson.dumps(event), CTX)
+    except AdapterError as error:
+        assert error.status == 400
+        assert error.field
+        return
+    for produced in events:
+        check_event(produced)
+        assert "event" not in produced
+        assert "eventSubscriptionId" not in produced

@@ -1,0 +1,151 @@
+"""Losing the broker mid-load: every 204 is on the queue, the rest got 503, and it recovers.
+
+The shared RabbitMQ is never touched: the gateway talks to it through a TCP proxy that the
+test cuts and restores.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
+from urllib.parse import urlsplit
+
+import pytest
+from aio_pika.abc import AbstractRobustConnection
+from aiohttp.test_utils import TestClient
+
+from gateway.app import PUBLISHER, create_app
+from tests.broker import AMQP_URL, drain
+from tests.conftest import FIXTURES, TOKENS, make_settings
+from tests.tcp_proxy import TcpProxy
+
+TEMPLATE = json.loads((FIXTURES / "camara-roaming-status.json").read_text())
+HEADERS = {
+    "Content-Type": "application/cloudevents+json",
+    "Authorization": f"Bearer {TOKENS['camara']}",
+}
+
+
+@pytest.fixture
+async def proxy() -> AsyncIterator[TcpProxy]:
+    target = urlsplit(AMQP_URL)
+    proxy = TcpProxy(target.hostname or "127.0.0.1", target.port or 5672)
+    await proxy.start()
+    yield proxy
+    await proxy.close()
+
+
+async def _until(condition: Callable[[], bool], timeout: float) -> bool:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while asyncio.get_running_loop().time() < deadline:
+        if condition():
+            return True
+        await asyncio.sleep(0.05)  # poll interval of a deadline poll
+    return False
+
+
+async def test_broker_loss_mid_load(
+    aiohttp_client: Callable[..., Awaitable[TestClient]],  # type: ignore[type-arg]
+    prefix: str,
+    proxy: TcpProxy,
+    amqp: AbstractRobustConnection,
+) -> None:
+    """Cut the broker under load: 204s are all stored, others got 503, service comes back."""
+    settings = make_settings(prefix, publish_timeout_s=1.0)
+    proxied = AMQP_URL.replace(f":{urlsplit(AMQP_URL).port or 5672}/", f":{proxy.port}/")
+    settings = replace(settings, amqp=replace(settings.amqp, url=proxied))
+    app = create_app(settings)
+    client = await aiohttp_client(app)
+    await asyncio.wait_for(app[PUBLISHER].wait_ready(), 15)  # type: ignore[attr-defined]
+
+    channel = await amqp.channel()
+    capture = await channel.declare_queue(f"{prefix}.capture", durable=False)
+    await capture.bind(prefix, routing_key="#")
+
+    counter = itertools.count()
+    statuses: dict[str, int] = {}
+    stop = asyncio.Event()
+
+    async def sender() -> None:
+        while not stop.is_set():
+            event_id = f"loss-{next(counter)}"
+            body = json.dumps({**TEMPLATE, "id": event_id})
+            response = await client.post("/callbacks/camara", data=body, headers=HEADERS)
+            statuses[event_id] = response.status
+            if response.status == 503:
+                assert "Retry-After" in response.headers
+                await asyncio.sleep(0.01)  # a retrying sender backs off a little
+
+    def count(status: int) -> int:
+        return sum(1 for s in statuses.values() if s == status)
+
+    senders = [asyncio.create_task(sender()) for _ in range(8)]
+    assert await _until(lambda: count(204) >= 200, 20)
+    await proxy.cut()
+    assert await _until(lambda: count(503) >= 20, 10), "no 503 while the broker was gone"
+    ready = await client.get("/readyz")
+    assert ready.status == 503
+    accepted_before_restore = count(204)
+    await proxy.restore()
+    assert await _until(lambda: count(204) >= accepted_before_restore + 200, 30), (
+        "the gateway did not recover by itself"
+    )
+    stop.set()
+    await asyncio.gather(*senders)
+
+    assert set(statuses.values()) <= {204, 503}
+    accepted = {event_id for event_id, status in statuses.items() if status == 204}
+    stored = await drain(channel, capture.name, len(accepted), timeout=20)
+    stored_ids = {message.message_id for message in stored}
+    # Drain whatever else arrived (503s whose publish did complete: at-least-once is fine).
+    while (extra := await capture.get(no_ack=True, fail=False)) is not None:
+        stored_ids.add(extra.message_id)
+    assert accepted <= stored_ids, f"lost {len(accepted - stored_ids)} accepted events"
+    assert (await client.get("/readyz")).status == 200
+
+
+async def test_unreachable_broker_is_503_not_a_hang(
+    aiohttp_client: Callable[..., Awaitable[TestClient]],  # type: ignore[type-arg]
+    prefix: str,
+) -> None:
+    """With no broker at all the ingress starts, is not ready, and answers 503 at once."""
+    settings = make_settings(prefix)
+    settings = replace(settings, amqp=replace(settings.amqp, url="amqp://guest:guest@127.0.0.1:1/"))
+    client = await aiohttp_client(create_app(settings))
+    assert (await client.get("/healthz")).status == 200
+    assert (await client.get("/readyz")).status == 503
+    body = (FIXTURES / "camara-roaming-status.json").read_bytes()
+    response = await asyncio.wait_for(
+        client.post("/callbacks/camara", data=body, headers=HEADERS), settings.amqp.publish_timeout_s
+    )
+    assert response.status == 503
+    assert response.headers["Retry-After"]
+    assert response.content_type == "application/problem+json"
+    # A bad request is not "kept" either when the broker is gone: the sender must retry.
+    bad = await client.post("/callbacks/camara", data=b"{", headers=HEADERS)
+    assert bad.status == 503
+
+
+async def test_nacked_publish_is_503(
+    make_ingress: Callable[..., Awaitable[object]], prefix: str, amqp: AbstractRobustConnection
+) -> None:
+    """A queue that refuses the message (full, reject-publish) makes the broker nack: 503."""
+    ingress = await make_ingress()
+    channel = await amqp.channel()
+    full = await channel.declare_queue(
+        f"{prefix}.capture-full",
+        arguments={"x-max-length": 0, "x-overflow": "reject-publish"},
+        auto_delete=True,
+    )
+    await full.bind(prefix, routing_key="#")
+    body = (FIXTURES / "camara-roaming-status.json").read_bytes()
+    response = await ingress.client.post(  # type: ignore[attr-defined]
+        "/callbacks/camara", data=body, headers=HEADERS
+    )
+    assert response.status == 503
+    assert "Retry-After" in response.headers
+    await full.delete(if_unused=False, if_empty=False)
+
