@@ -24,22 +24,26 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="event-gateway", description=__doc__.splitlines()[0])
+    parser = _Parser(
+        prog="event-gateway",
+        description="Authenticated telecom and messaging callbacks in, confirmed CloudEvents on "
+        "RabbitMQ out; workers that keep device, subscription and message state.",
+    )
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     serve = commands.add_parser("serve", help="run the HTTP ingress")
     _config_option(serve)
     serve.add_argument("--host", help="listen address (default [http] host)")
     serve.add_argument("--port", type=int, help="listen port (default [http] port)")
-    serve.set_defaults(handler=_serve)
+    serve.set_defaults(func=_serve)
 
     run = commands.add_parser("run", help="ingress and the three built-in workers in one process")
     _config_option(run)
-    run.set_defaults(handler=_run)
+    run.set_defaults(func=_run)
 
     topology = commands.add_parser("topology", help="declare exchanges, queues and bindings")
     _config_option(topology)
-    topology.set_defaults(handler=_topology)
+    topology.set_defaults(func=_topology)
 
     hash_token = commands.add_parser(
         "hash-token", help='read a token on stdin, print "sha256:<hex>" for the config'
@@ -47,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     hash_token.add_argument(
         "--generate", action="store_true", help="make a new random token; print it, then its digest"
     )
-    hash_token.set_defaults(handler=_hash_token, needs_settings=False)
+    hash_token.set_defaults(func=_hash_token, needs_settings=False)
 
     from consumers.cli import add_worker_commands
 
@@ -61,7 +65,7 @@ def _config_option(parser: argparse.ArgumentParser) -> None:
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:
     args = build_parser().parse_args(argv)
-    handler: Command = args.handler
+    handler: Command = args.func
     settings = Settings()
     if getattr(args, "needs_settings", True):
         try:
