@@ -54,8 +54,9 @@ def create_app(
         if source.auth == "none":
             log.warning("source accepts callbacks without a token", source=source.name)
         elif not source.tokens:
-            log.warning("source has no tokens configured: every callback gets 401",
-                        source=source.name)
+            log.warning(
+                "source has no tokens configured: every callback gets 401", source=source.name
+            )
     return app
 
 

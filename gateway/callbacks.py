@@ -166,4 +166,3 @@ class CallbackHandlers:
             headers["WebHook-Allowed-Origin"] = origin
             headers["WebHook-Allowed-Rate"] = request.headers.get("WebHook-Request-Rate", "*")
         return web.Response(status=200, headers=headers)
-

@@ -130,8 +130,10 @@ def _topology(args: argparse.Namespace, settings: Settings) -> int:
         try:
             connection = await aio_pika.connect(settings.amqp.url, timeout=10)
         except (AMQPError, OSError, TimeoutError) as exc:
-            print(f"event-gateway: cannot reach RabbitMQ: {exc or type(exc).__name__}",
-                  file=sys.stderr)
+            print(
+                f"event-gateway: cannot reach RabbitMQ: {exc or type(exc).__name__}",
+                file=sys.stderr,
+            )
             return 1
         async with connection:
             try:

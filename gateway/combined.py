@@ -9,7 +9,8 @@ restarts it, rather than serving callbacks that nobody processes.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from consumers.handlers import HANDLERS, builtin_spec
 from consumers.metrics import WorkerMetrics
@@ -36,7 +37,7 @@ async def run_combined(settings: Settings) -> int:
     metrics = WorkerMetrics(app[METRICS].registry)
     failed: list[str] = []
 
-    def worker(name: str) -> Callable[[], Awaitable[None]]:
+    def worker(name: str) -> Callable[[], Coroutine[Any, Any, None]]:
         async def supervised() -> None:
             spec = builtin_spec(settings.amqp, name)
             try:

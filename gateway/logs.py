@@ -20,8 +20,17 @@ import structlog
 _PHONE = re.compile(r"\+?\d{5,15}")
 _EMAIL = re.compile(r"[^@\s]+@([^@\s]+)")
 PERSONAL_KEYS = frozenset(
-    {"device", "partitionkey", "subject", "to", "source_number", "destination_number",
-     "phone", "phone_number", "key"}
+    {
+        "device",
+        "partitionkey",
+        "subject",
+        "to",
+        "source_number",
+        "destination_number",
+        "phone",
+        "phone_number",
+        "key",
+    }
 )
 TEXT_KEYS = frozenset({"message_text", "text", "body"})
 

@@ -79,7 +79,9 @@ class Publisher:
             except _BROKER_ERRORS as exc:
                 delay = _RECONNECT_DELAYS[min(attempt, len(_RECONNECT_DELAYS) - 1)]
                 if attempt == 0 or attempt % 20 == 0:
-                    log.warning("broker unreachable, retrying", error=str(exc) or type(exc).__name__)
+                    log.warning(
+                        "broker unreachable, retrying", error=str(exc) or type(exc).__name__
+                    )
                 attempt += 1
                 await asyncio.sleep(delay)
                 continue

@@ -13,7 +13,8 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
 
 from aiohttp import web
 
@@ -45,7 +46,7 @@ async def serve_app(
     port: int,
     stop: asyncio.Event,
     *,
-    companions: Sequence[Callable[[], Awaitable[None]]] = (),
+    companions: Sequence[Callable[[], Coroutine[Any, Any, None]]] = (),
 ) -> None:
     """Serve ``app`` until ``stop`` is set, running ``companions`` alongside."""
     runner = web.AppRunner(

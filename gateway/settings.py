@@ -152,9 +152,13 @@ def _build(raw: dict[str, Any], env: Mapping[str, str]) -> Settings:
         url=amqp_url,
         exchange=exchange,
         queue_type=queue_type,
-        publish_timeout_s=_positive_float(amqp_raw.get("publish_timeout_s", 5.0), "amqp.publish_timeout_s"),
+        publish_timeout_s=_positive_float(
+            amqp_raw.get("publish_timeout_s", 5.0), "amqp.publish_timeout_s"
+        ),
     )
-    state_url = _str(env.get("GATEWAY_STATE_URL", state_raw.get("url", StateSettings.url)), "state.url")
+    state_url = _str(
+        env.get("GATEWAY_STATE_URL", state_raw.get("url", StateSettings.url)), "state.url"
+    )
     if not state_url.startswith(("sqlite://", "postgresql://", "postgres://")):
         raise ConfigError("state.url must start with sqlite:// or postgresql://")
     backoff_raw = workers_raw.get("retry_backoff_s", [1, 5, 30, 120])
@@ -168,7 +172,9 @@ def _build(raw: dict[str, Any], env: Mapping[str, str]) -> Settings:
             _non_negative_float(v, "workers.retry_backoff_s[]") for v in backoff_raw
         ),
         metrics_port=None if metrics_port is None else _port(metrics_port, "workers.metrics_port"),
-        drain_timeout_s=_positive_float(workers_raw.get("drain_timeout_s", 20.0), "workers.drain_timeout_s"),
+        drain_timeout_s=_positive_float(
+            workers_raw.get("drain_timeout_s", 20.0), "workers.drain_timeout_s"
+        ),
     )
     log_format = _str(env.get("GATEWAY_LOG_FORMAT", raw.get("log_format", "json")), "log_format")
     if log_format not in ("json", "console"):
@@ -181,8 +187,14 @@ def _build(raw: dict[str, Any], env: Mapping[str, str]) -> Settings:
             Source(name, adapter, _env_tokens(env.get(var, ""), var))
             for name, adapter, var in DEFAULT_SOURCES
         )
-    return Settings(http=http, amqp=amqp, state=StateSettings(state_url), workers=workers,
-                    sources=sources, log_format=log_format)
+    return Settings(
+        http=http,
+        amqp=amqp,
+        state=StateSettings(state_url),
+        workers=workers,
+        sources=sources,
+        log_format=log_format,
+    )
 
 
 def _sources(value: Any) -> tuple[Source, ...]:
@@ -238,9 +250,7 @@ def _token(value: Any, where: str) -> TokenDigest:
 
 
 def _env_tokens(value: str, var: str) -> tuple[TokenDigest, ...]:
-    return tuple(
-        _token(part.strip(), var) for part in value.split(",") if part.strip()
-    )
+    return tuple(_token(part.strip(), var) for part in value.split(",") if part.strip())
 
 
 def _datetime(value: Any, where: str) -> datetime:

@@ -149,7 +149,9 @@ async def declare_worker_queue(
     return declared
 
 
-async def declare_all(channel: AbstractChannel, amqp: AmqpSettings, workers: WorkerSettings) -> None:
+async def declare_all(
+    channel: AbstractChannel, amqp: AmqpSettings, workers: WorkerSettings
+) -> None:
     """Everything ``event-gateway topology`` promises: ingress exchanges and built-in queues."""
     names = Names.for_prefix(amqp.exchange)
     await declare_ingress(channel, amqp)

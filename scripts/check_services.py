@@ -24,7 +24,9 @@ SERVICES = {
 def reachable(url: str, default_port: int) -> bool:
     parts = urlsplit(url)
     try:
-        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or default_port), 3):
+        with socket.create_connection(
+            (parts.hostname or "127.0.0.1", parts.port or default_port), 3
+        ):
             return True
     except OSError:
         return False
@@ -38,8 +40,10 @@ def main(names: list[str]) -> int:
         port = 5672 if name == "rabbitmq" else 5432
         if not reachable(url, port):
             host = urlsplit(url).hostname
-            print(f"{name} is not reachable at {host}:{urlsplit(url).port or port}: {how}",
-                  file=sys.stderr)
+            print(
+                f"{name} is not reachable at {host}:{urlsplit(url).port or port}: {how}",
+                file=sys.stderr,
+            )
             failed = 1
     return failed
 

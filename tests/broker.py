@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import uuid
 from collections.abc import Iterable
@@ -21,9 +22,9 @@ def unique_prefix() -> str:
     return f"t-{uuid.uuid4().hex[:10]}"
 
 
-def topology_names(prefix: str, backoff: Iterable[float] = (1, 5, 30, 120)) -> tuple[
-    list[str], list[str]
-]:
+def topology_names(
+    prefix: str, backoff: Iterable[float] = (1, 5, 30, 120)
+) -> tuple[list[str], list[str]]:
     """(exchanges, queues) the gateway and built-in workers may declare under ``prefix``."""
     names = Names.for_prefix(prefix)
     exchanges = [names.exchange, names.unrouted, names.rejected]
@@ -41,16 +42,12 @@ async def delete_everything(prefix: str, extra_queues: Iterable[str] = ()) -> No
     async with connection:
         for queue in [*queues, *extra_queues]:
             channel = await connection.channel()
-            try:
+            with contextlib.suppress(AMQPError):
                 await channel.queue_delete(queue)
-            except AMQPError:
-                pass
         for exchange in exchanges:
             channel = await connection.channel()
-            try:
+            with contextlib.suppress(AMQPError):
                 await channel.exchange_delete(exchange)
-            except AMQPError:
-                pass
 
 
 async def drain(

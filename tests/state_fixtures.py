@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import os
 import random
+import sqlite3
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import closing
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -24,6 +26,9 @@ import pytest
 from hypothesis import strategies as st
 
 from consumers.state import StateStore, open_store
+from consumers.state.postgres import split_url
+from consumers.state.schema import sqlite_sql
+from consumers.state.sqlite import sqlite_path
 from gateway.cloudevent import rfc3339
 
 POSTGRES_URL = os.environ.get(
@@ -86,6 +91,22 @@ async def store_fixture(state_url: str) -> AsyncIterator[StateStore]:
         yield store
     finally:
         await store.close()
+
+
+async def stored_inbound_text(url: str, message_id: str) -> str | None:
+    """The SMS text the store at ``url`` keeps for ``message_id``, read behind its back."""
+    query = "SELECT message FROM inbound_messages WHERE message_id = $1"
+    if url.startswith("sqlite"):
+        with closing(sqlite3.connect(sqlite_path(url))) as db:
+            row = db.execute(sqlite_sql(query), (message_id,)).fetchone()
+        return None if row is None else str(row[0])
+    dsn, schema = split_url(url)
+    connection = await asyncpg.connect(dsn, server_settings={"search_path": f'"{schema}"'})
+    try:
+        text: str | None = await connection.fetchval(query, message_id)
+    finally:
+        await connection.close()
+    return text
 
 
 # --- updates as values -----------------------------------------------------------------------
@@ -224,7 +245,12 @@ def _keys(updates: Iterable[Update]) -> dict[str, set[str]]:
     return keys
 
 
-_ID_FIELD = {"device": "device", "subscription": "subscription_id", "message": "id", "inbound": "id"}
+_ID_FIELD = {
+    "device": "device",
+    "subscription": "subscription_id",
+    "message": "id",
+    "inbound": "id",
+}
 
 
 async def snapshot(store: StateStore, updates: Iterable[Update], prefix: str = "") -> State:
@@ -272,7 +298,9 @@ def expected_state(updates: Iterable[Update]) -> State:
             "reachability_time": None if reach is None else rfc3339(reach.time),
         }
     for key in _keys(updates)["subscription"]:
-        sub = _latest(u for u in updates if isinstance(u, Subscription) and u.subscription_id == key)
+        sub = _latest(
+            u for u in updates if isinstance(u, Subscription) and u.subscription_id == key
+        )
         assert sub is not None
         state["subscription"][key] = {
             "subscription_id": key,
@@ -355,7 +383,7 @@ def update_strategy() -> st.SearchStrategy[Update]:
     """One update of any kind, on a few entities, at a few colliding times (no event id yet)."""
     times = st.builds(moment, st.sampled_from(OFFSETS_US), st.sampled_from(ZONES))
     roaming = st.builds(
-        lambda device, value, time: Roaming(device, *value, time=time),
+        lambda device, value, time: Roaming(device, value[0], value[1], value[2], time),
         st.sampled_from(DEVICES),
         st.sampled_from(ROAMING_VALUES),
         times,
@@ -364,7 +392,7 @@ def update_strategy() -> st.SearchStrategy[Update]:
         Reachability, st.sampled_from(DEVICES), st.sampled_from(REACHABILITIES), times
     )
     subscription = st.builds(
-        lambda sub, api, change, time: Subscription(sub, api, *change, time=time),
+        lambda sub, api, change, time: Subscription(sub, api, change[0], change[1], time),
         st.sampled_from(SUBSCRIPTIONS),
         st.sampled_from(APIS),
         st.sampled_from(SUBSCRIPTION_CHANGES),
@@ -414,8 +442,8 @@ def random_updates(rng: random.Random, count: int) -> list[Update]:
         event_id = f"ev-{rng.randrange(10**6):06d}-{number}"
         kind = rng.randrange(4)
         if kind == 0:
-            value = rng.choice(ROAMING_VALUES)
-            updates.append(Roaming(rng.choice(DEVICES), *value, time=time, event_id=event_id))
+            roaming, code, names = rng.choice(ROAMING_VALUES)
+            updates.append(Roaming(rng.choice(DEVICES), roaming, code, names, time, event_id))
         elif kind == 1:
             reach = rng.choice(REACHABILITIES)
             updates.append(Reachability(rng.choice(DEVICES), reach, time, event_id))

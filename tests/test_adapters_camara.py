@@ -161,9 +161,7 @@ def test_binary_mode_is_read_as_the_cloudevents_adapter_does() -> None:
 def test_batch_is_read_as_the_cloudevents_adapter_does() -> None:
     """A CloudEvents batch works on the camara adapter too."""
     batch = [fixture("camara-roaming-on.json"), fixture("camara-roaming-off.json")]
-    events = normalize(
-        headers("application/cloudevents-batch+json"), orjson.dumps(batch), CTX
-    )
+    events = normalize(headers("application/cloudevents-batch+json"), orjson.dumps(batch), CTX)
     assert [event["id"] for event in events] == ["123656", "123655"]
 
 
@@ -282,7 +280,10 @@ def test_legacy_body_without_event_id_gets_a_stable_digest() -> None:
 
 def test_resent_legacy_body_keeps_its_id_whatever_the_formatting() -> None:
     """Key order and whitespace do not change the digest id; a changed body does."""
-    compact = b'{"eventSubscriptionId":"s","event":{"eventType":"ROAMING_OFF","eventTime":"2023-07-03T12:27:08Z"}}'
+    compact = (
+        b'{"eventSubscriptionId":"s",'
+        b'"event":{"eventType":"ROAMING_OFF","eventTime":"2023-07-03T12:27:08Z"}}'
+    )
     spaced = b"""{ "event": { "eventTime": "2023-07-03T12:27:08Z", "eventType": "ROAMING_OFF" },
                   "eventSubscriptionId": "s" }"""
     first = normalize(headers(), compact, CTX)[0]["id"]
@@ -294,7 +295,9 @@ def test_resent_legacy_body_keeps_its_id_whatever_the_formatting() -> None:
 
 def test_legacy_numeric_event_id_becomes_a_string() -> None:
     """A numeric eventId is turned into its decimal string."""
-    body = {"event": {"eventId": 42, "eventType": "ROAMING_ON", "eventTime": "2023-07-03T12:27:08Z"}}
+    body = {
+        "event": {"eventId": 42, "eventType": "ROAMING_ON", "eventTime": "2023-07-03T12:27:08Z"}
+    }
     assert send(body)[0]["id"] == "42"
 
 
@@ -370,11 +373,30 @@ def test_nac_hybrid_body() -> None:
     assert event["data"]["device"]["phoneNumber"] == "36701234567"  # data unchanged
 
 
+@pytest.mark.parametrize("content_type", ["application/cloudevents+json", None])
+def test_hybrid_body_is_recognised_in_structured_mode_too(content_type: str | None) -> None:
+    """A hybrid body sent as application/cloudevents+json (or untyped) loses the legacy members."""
+    [event] = send(NAC_HYBRID, content_type)
+    assert "event" not in event
+    assert "eventSubscriptionId" not in event
+    assert event["partitionkey"] == "+36701234567"
+
+
+def test_hybrid_bodies_in_a_batch() -> None:
+    """Each hybrid event of a batch is merged; a bad one is named with its index."""
+    without_time = {name: value for name, value in NAC_HYBRID.items() if name != "time"}
+    batch = [NAC_HYBRID, without_time]
+    events = send(batch, "application/cloudevents-batch+json")
+    assert [event["time"] for event in events] == ["2024-05-13T09:41:52.123456Z"] * 2
+    assert all("event" not in event for event in events)
+    broken = {**without_time, "event": {**NAC_HYBRID["event"], "eventTime": "soon"}}
+    error = rejection([NAC_HYBRID, broken], "application/cloudevents-batch+json")
+    assert error.field == "[1].event.eventTime"
+
+
 def test_hybrid_without_time_and_data_takes_them_from_the_legacy_event() -> None:
     """Missing time and data come from event.eventTime and event.eventDetail + subscriptionId."""
-    hybrid = {
-        name: value for name, value in NAC_HYBRID.items() if name not in ("time", "data")
-    }
+    hybrid = {name: value for name, value in NAC_HYBRID.items() if name not in ("time", "data")}
     [event] = send(hybrid)
     assert event["time"] == "2024-05-13T09:41:52.123456Z"
     assert event["data"] == {

@@ -111,7 +111,12 @@ def rejection(
 
 def test_registry_names_the_four_adapters() -> None:
     """ADAPTERS holds exactly the adapter names the configuration accepts."""
-    assert set(ADAPTERS) == {"camara", "cloudevents", "notify-delivery-status", "notify-inbound-sms"}
+    assert set(ADAPTERS) == {
+        "camara",
+        "cloudevents",
+        "notify-delivery-status",
+        "notify-inbound-sms",
+    }
 
 
 def test_every_camara_fixture_has_an_expected_partition_key() -> None:
@@ -185,6 +190,12 @@ def test_numeric_id_becomes_its_decimal_string() -> None:
     [event] = structured(guide_event)
     assert event["id"] == "123654"
     assert event["partitionkey"] == "+123456789"
+
+
+def test_unknown_top_level_members_pass_through() -> None:
+    """The generic adapter keeps members it does not know, legacy-looking ones included."""
+    event = minimal(eventSubscriptionId="s-1", event={"eventType": "ROAMING_ON"})
+    assert structured(event) == [{**event, **GATEWAY}]
 
 
 def test_explicit_null_data_is_kept() -> None:

@@ -34,7 +34,9 @@ SMS_RECEIPT: dict[str, Any] = {
 
 def receipt(**changes: Any) -> dict[str, Any]:
     """The email receipt fixture with some members changed."""
-    loaded: dict[str, Any] = orjson.loads((FIXTURES / "notify-delivery-email-delivered.json").read_bytes())
+    loaded: dict[str, Any] = orjson.loads(
+        (FIXTURES / "notify-delivery-email-delivered.json").read_bytes()
+    )
     loaded.update(changes)
     return loaded
 

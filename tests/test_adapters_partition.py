@@ -35,7 +35,10 @@ from gateway.adapters.partition import add_partition_key, partition_key
             {"device": {"ipv4Address": {"publicAddress": "84.125.93.10", "publicPort": 59765}}},
             "84.125.93.10",
         ),
-        ({"sessionId": "3fa85f64-5717-4562-b3fc-2c963f66afa6"}, "3fa85f64-5717-4562-b3fc-2c963f66afa6"),
+        (
+            {"sessionId": "3fa85f64-5717-4562-b3fc-2c963f66afa6"},
+            "3fa85f64-5717-4562-b3fc-2c963f66afa6",
+        ),
         ({"device": {"phoneNumber": ""}, "sessionId": "s-1"}, "s-1"),
         ({"device": {"phoneNumber": "36701234567"}}, "+36701234567"),
         ({"device": {"phoneNumber": "07700912345"}}, "07700912345"),

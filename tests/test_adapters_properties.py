@@ -63,8 +63,9 @@ JSON_LEAVES = (
 )
 JSON_VALUES = st.recursive(
     JSON_LEAVES,
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
     max_leaves=12,
 )
 TIMES = st.sampled_from(
@@ -80,9 +81,12 @@ DEVICES = st.fixed_dictionaries(
         "ipv4Address": st.fixed_dictionaries({}, optional={"publicAddress": MAYBE}) | MAYBE,
     },
 )
-DATA = st.fixed_dictionaries(
-    {}, optional={"device": DEVICES | MAYBE, "sessionId": MAYBE, "subscriptionId": MAYBE}
-) | JSON_VALUES
+DATA = (
+    st.fixed_dictionaries(
+        {}, optional={"device": DEVICES | MAYBE, "sessionId": MAYBE, "subscriptionId": MAYBE}
+    )
+    | JSON_VALUES
+)
 CLOUDEVENTS = st.fixed_dictionaries(
     {},
     optional={
@@ -127,7 +131,25 @@ BODIES = (
     | st.lists(CLOUDEVENTS, max_size=3).map(orjson.dumps)
     | NOTIFY_BODIES.map(orjson.dumps)
 )
-HEADERS = st.lists(st.tuples(HEADER_NAMES, HEADER_VALUES), max_size=8)
+HEADERS = st.builds(
+    lambda content_type, pairs: [*content_type, *pairs],
+    st.lists(st.tuples(st.just("Content-Type"), CONTENT_TYPES), max_size=1),
+    st.lists(st.tuples(HEADER_NAMES, HEADER_VALUES), max_size=8),
+)
+BINARY_HEADERS = st.fixed_dictionaries(
+    {
+        "ce-specversion": st.sampled_from(["1.0", "1.0", "0.3"]),
+        "ce-id": st.sampled_from(["b-1", "b%20%E2%82%AC", "%FF"]) | st.text(max_size=8),
+        "ce-source": st.sampled_from(["/s"]) | st.text(max_size=8),
+        "ce-type": st.sampled_from(["com.example.t"]) | st.text(max_size=8),
+    },
+    optional={
+        "Content-Type": CONTENT_TYPES,
+        "ce-time": TIMES,
+        "ce-partitionkey": st.text(max_size=8),
+        "ce-comexampleextension1": HEADER_VALUES,
+    },
+)
 
 
 def check_event(event: CloudEvent) -> None:
@@ -144,20 +166,28 @@ def check_event(event: CloudEvent) -> None:
     orjson.dumps(event)
 
 
-def run(adapter: str, pairs: list[tuple[str, str]], body: bytes) -> list[CloudEvent] | None:
-    """Normalize, returning None for an AdapterError (anything else propagates)."""
-    headers: CIMultiDict[str] = CIMultiDict(pairs)
+def outcome(
+    adapter: str, pairs: list[tuple[str, str]], body: bytes
+) -> list[CloudEvent] | AdapterError:
+    """The events, or the AdapterError raised (any other exception propagates)."""
     try:
-        events = ADAPTERS[adapter](headers, body, CTX)
+        return ADAPTERS[adapter](CIMultiDict(pairs), body, CTX)
     except AdapterError as error:
-        assert error.status in (400, 415)
-        assert isinstance(error.detail, str)
-        assert error.detail
+        return error
+
+
+def run(adapter: str, pairs: list[tuple[str, str]], body: bytes) -> list[CloudEvent] | None:
+    """Normalize and check the result; None for a well-formed AdapterError."""
+    result = outcome(adapter, pairs, body)
+    if isinstance(result, AdapterError):
+        assert result.status in (400, 415)
+        assert isinstance(result.detail, str)
+        assert result.detail
         return None
-    assert isinstance(events, list)
-    for event in events:
+    assert isinstance(result, list)
+    for event in result:
         check_event(event)
-    return events
+    return result
 
 
 @pytest.mark.parametrize("adapter", ADAPTER_NAMES)
@@ -181,6 +211,42 @@ def test_same_request_always_gives_the_same_events(
     assert run(adapter, pairs, body) == run(adapter, pairs, body)
 
 
+@pytest.mark.parametrize("adapter", ["camara", "cloudevents"])
+@PROPERTY_SETTINGS
+@given(
+    events=st.lists(CLOUDEVENTS, max_size=3),
+    batch=st.booleans(),
+)
+def test_structured_and_batch_events_normalize_or_name_a_field(
+    adapter: str, events: list[dict[str, Any]], batch: bool
+) -> None:
+    """Generated CloudEvents, alone or batched, normalize or fail with a 400 naming a field."""
+    if batch:
+        content_type, body = "application/cloudevents-batch+json", orjson.dumps(events)
+    elif events:
+        content_type, body = "application/cloudevents+json", orjson.dumps(events[0])
+    else:
+        return
+    produced = outcome(adapter, [("Content-Type", content_type)], body)
+    if isinstance(produced, AdapterError):
+        assert produced.status == 400
+        assert produced.field
+        return
+    assert len(produced) == (len(events) if batch else 1)
+    for event in produced:
+        check_event(event)
+
+
+@pytest.mark.parametrize("adapter", ["camara", "cloudevents"])
+@PROPERTY_SETTINGS
+@given(binary_headers=BINARY_HEADERS, body=BODIES)
+def test_binary_mode_normalizes_or_raises_adapter_error(
+    adapter: str, binary_headers: dict[str, str], body: bytes
+) -> None:
+    """Binary-mode requests with arbitrary attribute values and bodies never escape otherwise."""
+    run(adapter, list(binary_headers.items()), body)
+
+
 @PROPERTY_SETTINGS
 @given(event=CLOUDEVENTS, content_type=st.sampled_from(["application/json", None]))
 def test_camara_json_bodies_normalize_or_name_a_field_or_the_body(
@@ -188,12 +254,10 @@ def test_camara_json_bodies_normalize_or_name_a_field_or_the_body(
 ) -> None:
     """camara JSON bodies either normalize or fail with a 400 that names a field or the body."""
     pairs = [] if content_type is None else [("Content-Type", content_type)]
-    headers: CIMultiDict[str] = CIMultiDict(pairs)
-    try:
-        events = ADAPTERS["camara"](headers, orjson.dumps(event), CTX)
-    except AdapterError as error:
-        assert error.status == 400
-        assert error.field
+    events = outcome("camara", pairs, orjson.dumps(event))
+    if isinstance(events, AdapterError):
+        assert events.status == 400
+        assert events.field
         return
     for produced in events:
         check_event(produced)

@@ -119,7 +119,8 @@ async def test_unreachable_broker_is_503_not_a_hang(
     assert (await client.get("/readyz")).status == 503
     body = (FIXTURES / "camara-roaming-status.json").read_bytes()
     response = await asyncio.wait_for(
-        client.post("/callbacks/camara", data=body, headers=HEADERS), settings.amqp.publish_timeout_s
+        client.post("/callbacks/camara", data=body, headers=HEADERS),
+        settings.amqp.publish_timeout_s,
     )
     assert response.status == 503
     assert response.headers["Retry-After"]
@@ -148,4 +149,3 @@ async def test_nacked_publish_is_503(
     assert response.status == 503
     assert "Retry-After" in response.headers
     await full.delete(if_unused=False, if_empty=False)
-

@@ -13,7 +13,7 @@ from aiormq.exceptions import ChannelPreconditionFailed
 from cloudevents.core.bindings.rabbitmq import RabbitMQMessage, from_rabbitmq_event
 
 from tests.broker import drain, message_count
-from tests.conftest import FIXTURES, TOKENS, Ingress, IngressFactory
+from tests.conftest import FIXTURES, TOKENS, Ingress
 
 
 def _source_for(fixture: Path) -> str:
@@ -25,7 +25,9 @@ def _source_for(fixture: Path) -> str:
 
 
 def _content_type_for(fixture: Path) -> str:
-    return "application/cloudevents+json" if fixture.name.startswith("camara") else "application/json"
+    return (
+        "application/cloudevents+json" if fixture.name.startswith("camara") else "application/json"
+    )
 
 
 ALL_FIXTURES = sorted(FIXTURES.glob("*.json"))
@@ -71,7 +73,7 @@ async def test_every_fixture_comes_out_as_a_cloudevent(ingress: Ingress, fixture
 
 
 async def test_notify_receipt_ids_are_per_status_and_stable(ingress: Ingress) -> None:
-    """A Notify receipt's id is "<id>:<status>"; a resent receipt keeps it, a new status changes it."""
+    """A Notify receipt's id is "<id>:<status>": stable on resend, new for a new status."""
     receipt = json.loads((FIXTURES / "notify-delivery-email-delivered.json").read_text())
     sms = {**receipt, "notification_type": "sms", "to": "+61412345678"}
     for status in ("sending", "delivered", "delivered"):
@@ -123,9 +125,27 @@ async def test_unrouted_events_are_kept(ingress: Ingress) -> None:
 BAD_INPUT = [
     # (source, content type, body, status, field or None)
     ("camara", "application/json", b"{not json", 400, None),
-    ("camara", "application/cloudevents+json", b'{"specversion":"1.0","source":"/s","type":"t"}', 400, "id"),
-    ("camara", "application/cloudevents+json", b'{"id":"1","specversion":"1.0","type":"t"}', 400, "source"),
-    ("camara", "application/cloudevents+json", b'{"id":"1","specversion":"0.3","source":"/s","type":"t"}', 400, "specversion"),
+    (
+        "camara",
+        "application/cloudevents+json",
+        b'{"specversion":"1.0","source":"/s","type":"t"}',
+        400,
+        "id",
+    ),
+    (
+        "camara",
+        "application/cloudevents+json",
+        b'{"id":"1","specversion":"1.0","type":"t"}',
+        400,
+        "source",
+    ),
+    (
+        "camara",
+        "application/cloudevents+json",
+        b'{"id":"1","specversion":"0.3","source":"/s","type":"t"}',
+        400,
+        "specversion",
+    ),
     ("camara", "text/plain", b"hello", 415, None),
     ("cloudevents", "application/json", b'{"id":"1","source":"/s","type":"t"}', 400, "specversion"),
     ("notify-status", "application/json", b'{"id":"x","notification_type":"sms"}', 400, "status"),
@@ -148,10 +168,11 @@ async def test_bad_input_gets_a_problem_and_is_kept(
     assert response.content_type == "application/problem+json"
     problem = await response.json(content_type=None)
     assert problem["status"] == status
-    assert problem["title"] and problem["detail"] and problem["type"]
+    assert problem["title"]
+    assert problem["detail"]
+    assert problem["type"]
     if field is not None:
         assert problem.get("field") == field
-        assert field in problem["detail"] or problem.get("field") == field
     assert await message_count(ingress.channel, ingress.capture) == 0
     [kept] = await drain(ingress.channel, ingress.rejected, 1)
     record = orjson.loads(kept.body)
@@ -204,7 +225,10 @@ async def test_webhook_validation_handshake(ingress: Ingress) -> None:
     """OPTIONS answers the CloudEvents handshake without a token and publishes nothing."""
     response = await ingress.client.options(
         "/callbacks/camara",
-        headers={"WebHook-Request-Origin": "eventemitter.example.com", "WebHook-Request-Rate": "120"},
+        headers={
+            "WebHook-Request-Origin": "eventemitter.example.com",
+            "WebHook-Request-Rate": "120",
+        },
     )
     assert response.status == 200
     assert response.headers["WebHook-Allowed-Origin"] == "eventemitter.example.com"

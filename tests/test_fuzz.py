@@ -56,8 +56,9 @@ async def fuzz_client(
 FIXTURE_BODIES = [json.loads(p.read_text()) for p in sorted(FIXTURES.glob("*.json"))]
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(st.text(max_size=10), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4)
+    ),
     max_leaves=12,
 )
 
@@ -74,7 +75,9 @@ def mutated_fixture(draw: st.DrawFn) -> bytes:
     return json.dumps(body).encode()
 
 
-bodies = st.one_of(st.binary(max_size=300), mutated_fixture(), json_values.map(lambda v: json.dumps(v).encode()))
+bodies = st.one_of(
+    st.binary(max_size=300), mutated_fixture(), json_values.map(lambda v: json.dumps(v).encode())
+)
 content_types = st.sampled_from(
     [
         "application/json",

@@ -98,7 +98,9 @@ def test_config_path_from_env(tmp_path: Path) -> None:
 
 def test_secrets_are_not_in_repr(tmp_path: Path) -> None:
     """Neither the AMQP password nor token digests appear in the settings' repr."""
-    settings = load_settings(None, env={"GATEWAY_AMQP_URL": "amqp://u:hunter2@h/", "GATEWAY_TOKENS_CAMARA": DIGEST})
+    settings = load_settings(
+        None, env={"GATEWAY_AMQP_URL": "amqp://u:hunter2@h/", "GATEWAY_TOKENS_CAMARA": DIGEST}
+    )
     assert "hunter2" not in repr(settings)
     assert "abab" not in repr(settings)
 
@@ -115,14 +117,24 @@ def test_secrets_are_not_in_repr(tmp_path: Path) -> None:
         ('[state]\nurl = "mysql://x"\n', "state.url"),
         ("[workers]\nretry_backoff_s = []\n", "retry_backoff_s"),
         ('[[sources]]\nname = "a"\nadapter = "kafka"\n', "adapter 'kafka' is unknown"),
-        ('[[sources]]\nname = "a"\nadapter = "camara"\ntokens = ["sha256:xyz"]\n', "sources[0].tokens[0]"),
-        ('[[sources]]\nname = "a"\nadapter = "camara"\ntokens = ["plain-token"]\n', "sha256:<64 hex"),
+        (
+            '[[sources]]\nname = "a"\nadapter = "camara"\ntokens = ["sha256:xyz"]\n',
+            "sources[0].tokens[0]",
+        ),
+        (
+            '[[sources]]\nname = "a"\nadapter = "camara"\ntokens = ["plain-token"]\n',
+            "sha256:<64 hex",
+        ),
         (
             '[[sources]]\nname = "a"\nadapter = "camara"\n'
             f'tokens = [{{ sha256 = "{"ab" * 32}", expires = "soon" }}]\n',
             "expires",
         ),
-        ('[[sources]]\nname = "a"\nadapter = "camara"\n[[sources]]\nname = "a"\nadapter = "camara"\n', "used twice"),
+        (
+            '[[sources]]\nname = "a"\nadapter = "camara"\n'
+            '[[sources]]\nname = "a"\nadapter = "camara"\n',
+            "used twice",
+        ),
         ('[[sources]]\nname = "a/b"\nadapter = "camara"\n', "sources[0].name"),
         ('[[sources]]\nname = "a"\nadapter = "camara"\nauth = "basic"\n', "auth"),
     ],
@@ -145,7 +157,7 @@ def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
 
 def test_bad_env_override_is_a_config_error() -> None:
     """A malformed env override is reported like a config error."""
-    with pytest.raises(ConfigError, match="http.port"):
+    with pytest.raises(ConfigError, match=r"http\.port"):
         load_settings(None, env={"GATEWAY_HTTP_PORT": "eighty"})
     with pytest.raises(ConfigError, match="GATEWAY_TOKENS_CAMARA"):
         load_settings(None, env={"GATEWAY_TOKENS_CAMARA": "sha256:short"})

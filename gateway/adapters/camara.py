@@ -3,8 +3,9 @@
 * CloudEvents in any HTTP binding mode, as the ``cloudevents`` adapter reads them;
 * a CloudEvent sent as ``application/json`` (CAMARA senders that ignore the media type);
 * the Network as Code "hybrid" body: a CloudEvent that also carries the legacy
-  ``eventSubscriptionId`` and ``event`` members. The CloudEvents attributes win; a missing
-  ``time`` or ``data`` is taken from ``event``; the legacy members are dropped;
+  ``eventSubscriptionId`` and ``event`` members, in whatever content type or batch it
+  comes. The CloudEvents attributes win; a missing ``time`` or ``data`` is taken from
+  ``event``; the legacy members are dropped;
 * the pre-CloudEvents body ``{eventSubscriptionId, event: {eventId?, eventType, eventTime,
   eventDetail}}`` (device-status 2023, QoD v0.9), whose type comes from ``LEGACY_TYPES`` and
   whose id, without ``eventId``, is a digest of the body, so a resent body keeps its id.
@@ -44,13 +45,12 @@ _DIGEST_HEX_CHARS = 32
 
 def normalize(headers: Mapping[str, str], body: bytes, ctx: Context) -> list[CloudEvent]:
     """Turn a CAMARA / Network as Code callback into events."""
-    events = read_cloudevents(headers, body, ctx)
+    events = read_cloudevents(headers, body, ctx, merge_hybrid)
     if events is not None:
         return events
     obj = load_object(body)
     if obj.get("specversion") is not None:
-        if "event" in obj or "eventSubscriptionId" in obj:
-            _merge_hybrid(obj)
+        merge_hybrid(obj, "")
         return [finish(validate_event(obj), ctx)]
     legacy = obj.get("event")
     if isinstance(legacy, dict) and "eventType" in legacy:
@@ -62,14 +62,19 @@ def normalize(headers: Mapping[str, str], body: bytes, ctx: Context) -> list[Clo
     )
 
 
-def _merge_hybrid(obj: dict[str, Any]) -> None:
-    """Fold the legacy members of a hybrid body into the CloudEvent, then drop them."""
+def merge_hybrid(obj: dict[str, Any], prefix: str) -> None:
+    """Fold the legacy members of a hybrid body into the CloudEvent, then drop them.
+
+    A CloudEvent without ``event`` and ``eventSubscriptionId`` is left alone.
+    """
+    if "event" not in obj and "eventSubscriptionId" not in obj:
+        return
     legacy = obj.pop("event", None)
     subscription_id = obj.pop("eventSubscriptionId", None)
     if not isinstance(legacy, dict):
         return
     if obj.get("time") is None and legacy.get("eventTime") is not None:
-        obj["time"] = check_time(legacy["eventTime"], "event.eventTime")
+        obj["time"] = check_time(legacy["eventTime"], prefix + "event.eventTime")
     if "data" in obj or obj.get("data_base64") is not None:
         return
     detail = legacy.get("eventDetail")

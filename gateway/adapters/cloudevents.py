@@ -13,7 +13,7 @@ types are 415.
 from __future__ import annotations
 
 import base64
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import unquote
 
@@ -24,6 +24,8 @@ from gateway.adapters.media import BATCH, STRUCTURED, is_json, media_type
 from gateway.adapters.partition import add_partition_key
 from gateway.cloudevent import CloudEvent
 
+# Adapter-specific fix-up of one JSON event object before validation: (event, field prefix).
+Prepare = Callable[[dict[str, Any], str], None]
 # In binary mode these travel as the body and Content-Type, never as ce-* headers.
 _NOT_HEADER_ATTRIBUTES = frozenset({"data", "data_base64", "datacontenttype"})
 
@@ -41,18 +43,22 @@ def normalize(headers: Mapping[str, str], body: bytes, ctx: Context) -> list[Clo
 
 
 def read_cloudevents(
-    headers: Mapping[str, str], body: bytes, ctx: Context
+    headers: Mapping[str, str], body: bytes, ctx: Context, prepare: Prepare | None = None
 ) -> list[CloudEvent] | None:
     """Events of a CloudEvents request; None for a JSON (or untyped) request in no CE mode.
 
+    ``prepare`` is applied to each structured or batched event object before it is validated.
     Raises UnsupportedMediaType for a content type that is neither.
     """
     content_type = headers.get("Content-Type")
     essence = media_type(content_type)
     if essence == STRUCTURED:
-        return [finish(validate_event(load_object(body)), ctx)]
+        event = load_object(body)
+        if prepare is not None:
+            prepare(event, "")
+        return [finish(validate_event(event), ctx)]
     if essence == BATCH:
-        return read_batch(load_json(body), ctx)
+        return read_batch(load_json(body), ctx, prepare)
     if headers.get("ce-specversion") is not None:
         return [read_binary(headers, body, content_type, essence, ctx)]
     if essence is None or is_json(essence):
@@ -70,14 +76,17 @@ def finish(event: CloudEvent, ctx: Context) -> CloudEvent:
     return stamp(event, ctx)
 
 
-def read_batch(value: Any, ctx: Context) -> list[CloudEvent]:
+def read_batch(value: Any, ctx: Context, prepare: Prepare | None = None) -> list[CloudEvent]:
     """Check every event of a batch first, then stamp them all; ``[]`` is a valid batch."""
     if not isinstance(value, list):
         raise BadRequest("a CloudEvents batch must be a JSON array")
     for index, element in enumerate(value):
         if not isinstance(element, dict):
             raise BadRequest(f"batch element {index} is not a JSON object", field=f"[{index}]")
-        validate_event(element, f"[{index}].")
+        prefix = f"[{index}]."
+        if prepare is not None:
+            prepare(element, prefix)
+        validate_event(element, prefix)
     for element in value:
         finish(element, ctx)
     return value
