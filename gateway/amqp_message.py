@@ -1,4 +1,8 @@
-"""CloudEvent -> AMQP 0-9-1 message, structured mode (contract §4). Pure; no I/O."""
+"""CloudEvent -> AMQP 0-9-1 message, structured mode (contract §4). Pure; no I/O.
+
+``to_properties`` is the ingress hot path (it builds the wire properties directly);
+``to_message`` wraps the same thing as an aio-pika ``Message`` for everyone else.
+"""
 
 from __future__ import annotations
 
@@ -6,27 +10,50 @@ from datetime import datetime
 
 import orjson
 from aio_pika import DeliveryMode, Message
+from pamqp.commands import Basic
 
 from gateway.cloudevent import HEADER_ATTRIBUTES, CloudEvent
 
 CONTENT_TYPE = "application/cloudevents+json"
 APP_ID = "event-gateway"
+PERSISTENT = int(DeliveryMode.PERSISTENT)
+_HEADER_NAMES = tuple((name, f"ce-{name}") for name in HEADER_ATTRIBUTES)
+
+
+def ce_headers(event: CloudEvent) -> dict[str, str]:
+    """The attributes repeated as ``ce-*`` headers, for header-based filtering."""
+    return {
+        header: str(event[name]) for name, header in _HEADER_NAMES if event.get(name) is not None
+    }
+
+
+def to_properties(event: CloudEvent, received: datetime) -> Basic.Properties:
+    """The AMQP basic properties of an event's message."""
+    return Basic.Properties(
+        content_type=CONTENT_TYPE,
+        delivery_mode=PERSISTENT,
+        message_id=str(event["id"]),
+        message_type=str(event["type"]),
+        timestamp=received,
+        app_id=APP_ID,
+        headers=ce_headers(event),  # type: ignore[arg-type]
+    )
+
+
+def to_body(event: CloudEvent) -> bytes:
+    """The event in structured JSON form."""
+    return orjson.dumps(event)
 
 
 def to_message(event: CloudEvent, received: datetime) -> Message:
     """The whole event as the JSON body; key attributes repeated as ``ce-*`` headers."""
-    headers: dict[str, str] = {}
-    for name in HEADER_ATTRIBUTES:
-        value = event.get(name)
-        if value is not None:
-            headers[f"ce-{name}"] = str(value)
     return Message(
-        orjson.dumps(event),
+        to_body(event),
         content_type=CONTENT_TYPE,
         delivery_mode=DeliveryMode.PERSISTENT,
         message_id=str(event["id"]),
         type=str(event["type"]),
         timestamp=received,
         app_id=APP_ID,
-        headers=headers,  # type: ignore[arg-type]
+        headers=ce_headers(event),  # type: ignore[arg-type]
     )

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
@@ -21,8 +20,9 @@ import aio_pika
 import aiormq
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnection
 from aiormq.exceptions import AMQPError, ChannelInvalidStateError
+from pamqp.commands import Basic
 
-from gateway.amqp_message import to_message
+from gateway.amqp_message import APP_ID, PERSISTENT, to_body, to_properties
 from gateway.cloudevent import CloudEvent
 from gateway.logs import get_logger
 from gateway.settings import AmqpSettings
@@ -133,21 +133,22 @@ class Publisher:
     async def publish_events(self, events: list[CloudEvent], received: datetime) -> None:
         """Publish every event and wait for every confirm, or raise BrokerUnavailable."""
         exchange = self._exchange_or_raise(self._events)
-        messages = [(to_message(event, received), event["type"]) for event in events]
-        await self._confirm(exchange, messages)
+        await self._confirm(
+            exchange.name,
+            [(to_body(e), to_properties(e, received), e["type"]) for e in events],
+        )
 
     async def publish_rejected(self, record: bytes, source: str, received: datetime) -> None:
         """Keep a rejected request on ``<prefix>.rejected``, confirmed, or raise."""
         exchange = self._exchange_or_raise(self._rejected)
-        message = aio_pika.Message(
-            record,
+        properties = Basic.Properties(
             content_type="application/json",
-            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            delivery_mode=PERSISTENT,
             timestamp=received,
-            app_id="event-gateway",
-            type="event-gateway.rejected",
+            app_id=APP_ID,
+            message_type="event-gateway.rejected",
         )
-        await self._confirm(exchange, [(message, source)])
+        await self._confirm(exchange.name, [(record, properties, source)])
 
     def _exchange_or_raise(self, exchange: AbstractExchange | None) -> AbstractExchange:
         if exchange is None or not self._ready.is_set():
@@ -155,11 +156,25 @@ class Publisher:
         return exchange
 
     async def _confirm(
-        self, exchange: AbstractExchange, messages: Iterable[tuple[aio_pika.Message, str]]
+        self, exchange: str, messages: list[tuple[bytes, Basic.Properties, str]]
     ) -> None:
+        """Publish straight on the channel underneath aio-pika (the hot path: no Message
+        objects) with ``mandatory`` off: the alternate exchange keeps unroutable events, and
+        mandatory with a reused message id can hang a publish (aio-pika #689)."""
+        assert self._channel is not None
         try:
             async with asyncio.timeout(self._amqp.publish_timeout_s):
-                confirms = [exchange.publish(m, routing_key=key) for m, key in messages]
+                channel = await self._channel.get_underlay_channel()
+                confirms = [
+                    channel.basic_publish(
+                        body,
+                        exchange=exchange,
+                        routing_key=key,
+                        properties=properties,
+                        mandatory=False,
+                    )
+                    for body, properties, key in messages
+                ]
                 if len(confirms) == 1:
                     await confirms[0]
                 else:
