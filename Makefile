@@ -47,5 +47,9 @@ bench: install  ## wrk against the gateway and three baselines; prints the table
 	$(BIN)/pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python tests/benchmarks/run.py
 
+profile: install  ## the gateway alone under load, sampled by py-spy (bench-results/gateway.svg)
+	$(BIN)/pip install --quiet -e '.[dev,bench]'
+	bash tests/benchmarks/profile.sh
+
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache bench-results

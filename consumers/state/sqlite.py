@@ -10,6 +10,7 @@ the text compares the instants, to the microsecond.
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from datetime import UTC, datetime
 from typing import Any
@@ -71,6 +72,12 @@ class SQLiteStateStore:
     async def open(cls, url: str) -> SQLiteStateStore:
         """Open (creating if needed) the database file and its tables."""
         path = sqlite_path(url)
+        # Probe first: when aiosqlite itself fails to connect it leaves its thread to finish
+        # after we return, which may then find the event loop closed.
+        try:
+            await asyncio.to_thread(_probe, path)
+        except sqlite3.Error as exc:
+            raise StateStoreUnavailable(f"cannot open SQLite database {path!r}: {exc}") from exc
         connection = aiosqlite.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
         try:
             await connection
@@ -233,10 +240,36 @@ class SQLiteStateStore:
         await self._db.close()
 
 
+def _probe(path: str) -> None:
+    """Open and close the file once, so an unopenable path fails here."""
+    sqlite3.connect(path, timeout=BUSY_TIMEOUT_S).close()
+
+
 async def _prepare(connection: aiosqlite.Connection) -> None:
-    """Switch to WAL and create the tables; safe when several processes do it at once."""
+    """Switch to WAL and create the tables; safe when several processes do it at once.
+
+    Switching a new file to WAL can fail at once with SQLITE_BUSY, without the busy handler,
+    while another connection is doing the same; that is retried until ``BUSY_TIMEOUT_S``.
+    """
     connection.row_factory = sqlite3.Row
     await connection.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + BUSY_TIMEOUT_S
+    delay = 0.005
+    while True:
+        try:
+            await _create_tables(connection)
+        except sqlite3.OperationalError as exc:
+            busy = exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY
+            if not busy or loop.time() + delay > deadline:
+                raise
+        else:
+            return
+        await asyncio.sleep(delay)  # back off from the other opener, then try again
+        delay = min(delay * 2, 0.25)
+
+
+async def _create_tables(connection: aiosqlite.Connection) -> None:
     await connection.execute("PRAGMA journal_mode = WAL")
     await connection.execute("BEGIN IMMEDIATE")
     try:

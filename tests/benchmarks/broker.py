@@ -10,6 +10,7 @@ import secrets
 
 import aio_pika
 from aiormq.exceptions import AMQPError
+from pamqp.common import Arguments
 
 DEFAULT_URL = "amqp://guest:guest@127.0.0.1:5672/"
 
@@ -19,7 +20,7 @@ def unique_prefix(role: str) -> str:
     return f"bench-{secrets.token_hex(4)}-{role}"
 
 
-def queue_arguments(queue_type: str) -> dict[str, str]:
+def queue_arguments(queue_type: str) -> Arguments:
     """Arguments that make a durable queue of ``queue_type`` (quorum or classic)."""
     return {"x-queue-type": queue_type}
 
@@ -72,3 +73,14 @@ async def delete(url: str, *, exchanges: list[str], queues: list[str]) -> list[s
                 failed.append(f"exchange {exchange}: {exc}")
                 channel = await connection.channel()
     return failed
+
+
+async def server_version(url: str) -> str:
+    """The broker's product and version as it announces them, e.g. ``RabbitMQ 3.10.8``."""
+    connection = await aio_pika.connect(url)
+    async with connection:
+        if connection.transport is None:
+            return "broker (version unknown)"
+        properties = connection.transport.connection.server_properties
+        product = properties.get("product", "broker")
+        return f"{product!s} {properties.get('version', '?')!s}"

@@ -85,7 +85,12 @@ def top_frames(folded: Path, limit: int = 15) -> str:
             inclusive[frame] += samples
     if not total:
         return "no samples recorded"
-    lines = [f"{total} samples (busy time only; idle waits are not sampled)", "", "self %  function"]
+    lines = [
+        f"{total} samples (busy time only: idle waits are not sampled); self time of the loop "
+        "runner (Runner.run, run_app) is uvloop's C code: socket I/O and scheduling",
+        "",
+    ]
+    lines += ["self %  function"]
     lines += [f"{100 * n / total:6.1f}  {frame}" for frame, n in own.most_common(limit)]
     lines += ["", "total % function"]
     lines += [f"{100 * n / total:6.1f}  {frame}" for frame, n in inclusive.most_common(limit)]

@@ -63,9 +63,8 @@ async def _drain(queue: aio_pika.abc.AbstractQueue, count: int) -> float:
     return elapsed
 
 
-async def run(args: argparse.Namespace) -> dict[str, Any]:
+async def run(args: argparse.Namespace, body: bytes) -> dict[str, Any]:
     """Fill, drain, clean up."""
-    body = Path(args.body).read_bytes()
     name = f"{args.prefix or broker.unique_prefix('raw-consume')}.bench"
     connection = await aio_pika.connect_robust(args.amqp_url)
     try:
@@ -104,7 +103,7 @@ def main() -> None:
     parser.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")
     parser.add_argument("--prefix", help="queue name prefix (default: a fresh bench-* name)")
     args = parser.parse_args()
-    measure.emit(measure.run_on(args.loop, run(args)))
+    measure.emit(measure.run_on(args.loop, run(args, Path(args.body).read_bytes())))
 
 
 if __name__ == "__main__":

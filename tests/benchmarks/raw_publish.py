@@ -58,9 +58,8 @@ async def _phase(
     return latencies, time.perf_counter() - started
 
 
-async def run(args: argparse.Namespace) -> dict[str, Any]:
+async def run(args: argparse.Namespace, body: bytes) -> dict[str, Any]:
     """Warm up, measure, check the queue holds every confirmed message, clean up."""
-    body = Path(args.body).read_bytes()
     prefix = args.prefix or broker.unique_prefix("raw-publish")
     sink = f"{prefix}.bench"
     await broker.declare_sink(args.amqp_url, prefix, sink, args.queue_type, declare_exchange=True)
@@ -102,7 +101,7 @@ def main() -> None:
     parser.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")
     parser.add_argument("--prefix", help="exchange name (default: a fresh bench-* name)")
     args = parser.parse_args()
-    measure.emit(measure.run_on(args.loop, run(args)))
+    measure.emit(measure.run_on(args.loop, run(args, Path(args.body).read_bytes())))
 
 
 if __name__ == "__main__":
