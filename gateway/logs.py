@@ -8,11 +8,15 @@ keep only the domain; keys that hold message text are dropped.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import logging
 import re
 import sys
+import threading
+import time
 from collections.abc import MutableMapping
-from typing import Any
+from typing import Any, BinaryIO
 
 import orjson
 import structlog
@@ -64,6 +68,40 @@ def mask_personal_data(
     return event_dict
 
 
+class BufferedBytesLogger:
+    """Writes log lines into a buffer that a background thread flushes every ``interval``.
+
+    structlog's BytesLogger flushes after every line: one write system call per request, which
+    measured at a quarter of the ingress's CPU time per request. Here lines reach stdout at
+    most ``interval`` seconds late (and at exit); a crash can lose that last fraction of a
+    second of log lines, never an event.
+    """
+
+    def __init__(self, stream: BinaryIO, interval: float = 0.2) -> None:
+        self._write = stream.write
+        self._stream = stream
+        flusher = threading.Thread(
+            target=self._flush_forever, args=(interval,), name="log-flush", daemon=True
+        )
+        flusher.start()
+        atexit.register(self.flush)
+
+    def msg(self, message: bytes) -> None:
+        self._write(message + b"\n")
+
+    log = debug = info = warn = warning = msg
+    fatal = failure = err = error = critical = exception = msg
+
+    def flush(self) -> None:
+        with contextlib.suppress(ValueError, OSError):  # closed at interpreter exit
+            self._stream.flush()
+
+    def _flush_forever(self, interval: float) -> None:
+        while True:
+            time.sleep(interval)
+            self.flush()
+
+
 def configure_logging(log_format: str = "json", level: int = logging.INFO) -> None:
     """Configure structlog for the whole process; call once from the CLI."""
     renderer: Any
@@ -72,7 +110,8 @@ def configure_logging(log_format: str = "json", level: int = logging.INFO) -> No
         logger_factory: Any = structlog.PrintLoggerFactory(sys.stdout)
     else:
         renderer = structlog.processors.JSONRenderer(serializer=orjson.dumps)
-        logger_factory = structlog.BytesLoggerFactory(sys.stdout.buffer)
+        shared = BufferedBytesLogger(sys.stdout.buffer)
+        logger_factory = lambda *_args: shared  # noqa: E731 - one logger for the process
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
