@@ -31,7 +31,7 @@ RECEIVED_EXTENSION = "gatewayreceived"
 SOURCE_EXTENSION = "gatewaysource"
 
 
-class Unprocessable(Exception):  # noqa: N818 - the name says what the worker does with it
+class Unprocessable(Exception):
     """This event can never be handled: dead-letter it without retrying."""
 
 
@@ -77,8 +77,11 @@ class Event:
         event_id = attrs.get("id")
         if isinstance(event_id, int) and not isinstance(event_id, bool):
             event_id = str(event_id)
-        for name, value in (("id", event_id), ("source", attrs.get("source")),
-                            ("type", attrs.get("type"))):
+        for name, value in (
+            ("id", event_id),
+            ("source", attrs.get("source")),
+            ("type", attrs.get("type")),
+        ):
             if not isinstance(value, str) or not value:
                 raise InvalidEvent(f"attribute {name!r} must be a non-empty string")
         for name in _STRING_ATTRIBUTES:

@@ -76,9 +76,7 @@ def error_line(exc: BaseException) -> str:
     return text
 
 
-def republished(
-    message: AbstractMessage, *, attempts: int | None, error: str | None
-) -> Message:
+def republished(message: AbstractMessage, *, attempts: int | None, error: str | None) -> Message:
     """A persistent copy of ``message`` (same body and properties) with the gateway headers
     set, or removed where ``None``. Broker-added headers, any expiration and ``user_id`` (the
     broker checks it against the publishing connection's user) are dropped."""

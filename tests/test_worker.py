@@ -113,9 +113,12 @@ async def test_always_failing_handler_ends_in_dlq_with_both_headers(env: Broker)
         assert await queue_depth(channel, name) == 0
 
 
-async def test_handler_that_fails_twice_then_succeeds_is_acked_once(env: Broker) -> None:
+@pytest.mark.parametrize("queue_type", ["quorum", "classic"])
+async def test_handler_that_fails_twice_then_succeeds_is_acked_once(
+    env: Broker, queue_type: str
+) -> None:
     """Two failures then success: three calls, one ack, nothing left in queue, retry or DLQ."""
-    settings = make_settings(env.prefix, max_attempts=3)
+    settings = make_settings(env.prefix, queue_type=queue_type, max_attempts=3)
     attempts: list[int] = []
 
     async def handler(event: Event) -> None:
@@ -331,13 +334,18 @@ async def test_worker_consumes_again_after_the_connection_drops(env: Broker) -> 
         spec = _spec(env, settings, handler)
         async with running_worker(settings, spec) as worker:
             await publish_events(channel, settings, [_event(1)])
-            await eventually(lambda: seen == ["evt-1"], what="first event")
+            await eventually(lambda: "evt-1" in seen, what="first event")
+            connection = worker._connection
+            assert connection is not None
+            reconnected = asyncio.Event()
+            connection.reconnect_callbacks.add(lambda *_: reconnected.set())
             await proxy.cut()
             await proxy.restore()
-            await eventually(lambda: not worker.healthy, what="disconnect noticed")
-            await eventually(lambda: worker.healthy, what="reconnected")
+            await asyncio.wait_for(reconnected.wait(), 15)
+            await eventually(lambda: worker.healthy, what="consuming again")
             await publish_events(channel, settings, [_event(2)])
-            await eventually(lambda: seen == ["evt-1", "evt-2"], what="second event")
+            # evt-1 may come twice: an ack in flight when the connection dropped is lost.
+            await eventually(lambda: "evt-2" in seen, what="second event")
     finally:
         await proxy.close()
 

@@ -21,6 +21,8 @@ from tests.worker_support import (
     delivered,
     fixture,
     make_settings,
+    notify_inbound,
+    notify_status,
     queue_depth,
     run_until_settled,
     sqlite_url,
@@ -141,49 +143,6 @@ async def test_reachability_worker_applies_the_fixtures(env: Broker, tmp_path: P
         }
     finally:
         await store.close()
-
-
-def notify_status(
-    notify_id: str, status: str, created: str, completed: str | None
-) -> dict[str, Any]:
-    """A Notify SMS delivery receipt as the notify-delivery-status adapter normalizes it."""
-    body = {
-        "id": notify_id,
-        "reference": "ref-1",
-        "to": "+61412345678",
-        "status": status,
-        "notification_type": "sms",
-        "created_at": created,
-        "completed_at": completed,
-        "sent_at": created,
-    }
-    return {
-        "id": f"{notify_id}:{status}",
-        "source": "/callbacks/notify-status",
-        "type": "notify.sms.delivery-status",
-        "specversion": "1.0",
-        "subject": notify_id,
-        "partitionkey": notify_id,
-        "time": completed or created,
-        "datacontenttype": "application/json",
-        "data": body,
-    }
-
-
-def notify_inbound() -> dict[str, Any]:
-    """The Notify inbound SMS fixture as the notify-inbound-sms adapter normalizes it."""
-    body = fixture("notify-inbound-sms")
-    return {
-        "id": body["id"],
-        "source": "/callbacks/notify-inbound",
-        "type": "notify.sms.inbound",
-        "specversion": "1.0",
-        "subject": body["id"],
-        "partitionkey": body["source_number"],
-        "time": body["date_received"],
-        "datacontenttype": "application/json",
-        "data": body,
-    }
 
 
 async def test_sms_worker_records_receipts_and_inbound_texts(env: Broker, tmp_path: Path) -> None:

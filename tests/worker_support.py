@@ -7,6 +7,9 @@ import asyncio
 import copy
 import inspect
 import json
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
@@ -215,3 +218,115 @@ def delivered(metrics: WorkerMetrics, queue: str, outcome: str) -> float:
         "gateway_worker_deliveries_total", {"queue": queue, "outcome": outcome}
     )
     return value or 0.0
+
+
+def notify_status(
+    notify_id: str, status: str, created: str, completed: str | None
+) -> dict[str, Any]:
+    """A Notify SMS delivery receipt as the notify-delivery-status adapter normalizes it."""
+    body = {
+        "id": notify_id,
+        "reference": "ref-1",
+        "to": "+61412345678",
+        "status": status,
+        "notification_type": "sms",
+        "created_at": created,
+        "completed_at": completed,
+        "sent_at": created,
+    }
+    return {
+        "id": f"{notify_id}:{status}",
+        "source": "/callbacks/notify-status",
+        "type": "notify.sms.delivery-status",
+        "specversion": "1.0",
+        "subject": notify_id,
+        "partitionkey": notify_id,
+        "time": completed or created,
+        "datacontenttype": "application/json",
+        "data": body,
+    }
+
+
+def notify_inbound() -> dict[str, Any]:
+    """The Notify inbound SMS fixture as the notify-inbound-sms adapter normalizes it."""
+    body = fixture("notify-inbound-sms")
+    return {
+        "id": body["id"],
+        "source": "/callbacks/notify-inbound",
+        "type": "notify.sms.inbound",
+        "specversion": "1.0",
+        "subject": body["id"],
+        "partitionkey": body["source_number"],
+        "time": body["date_received"],
+        "datacontenttype": "application/json",
+        "data": body,
+    }
+
+
+EVENT_GATEWAY = str(Path(sys.executable).parent / "event-gateway")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write_config(directory: Path, settings: Settings) -> Path:
+    """A TOML config file with the ``[amqp]``, ``[state]`` and ``[workers]`` of ``settings``."""
+    w = settings.workers
+    backoff = ", ".join(repr(d) for d in w.retry_backoff_s)
+    text = f"""
+log_format = "json"
+sources = []
+
+[amqp]
+url = "{settings.amqp.url}"
+exchange = "{settings.amqp.exchange}"
+queue_type = "{settings.amqp.queue_type}"
+
+[state]
+url = "{settings.state.url}"
+
+[workers]
+prefetch = {w.prefetch}
+max_attempts = {w.max_attempts}
+retry_backoff_s = [{backoff}]
+drain_timeout_s = {w.drain_timeout_s}
+"""
+    path = directory / "gateway.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    """The environment for a CLI subprocess: no GATEWAY_* overrides from the caller."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
+    env.update(extra)
+    return env
+
+
+def run_cli(*args: str, timeout: float = 60, **env: str) -> subprocess.CompletedProcess[str]:
+    """Run ``event-gateway ARGS`` to completion from the project root."""
+    return subprocess.run(
+        [EVENT_GATEWAY, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+        env=cli_env(**env),
+        check=False,
+    )
+
+
+def start_cli(*args: str, output: Path | None = None, **env: str) -> subprocess.Popen[str]:
+    """Start ``event-gateway ARGS`` in the background from the project root; its stdout goes
+    to ``output`` when given (to watch its log lines while it runs), else to a pipe."""
+    stdout: Any = subprocess.PIPE if output is None else output.open("w", encoding="utf-8")
+    try:
+        return subprocess.Popen(
+            [EVENT_GATEWAY, *args],
+            stdout=stdout,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
+            env=cli_env(**env),
+        )
+    finally:
+        if output is not None:
+            stdout.close()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import signal
 import subprocess
 import sys
 from collections import Counter
@@ -33,6 +34,13 @@ class Recording:
     folded: Path
     processes: list[subprocess.Popen[bytes]]
 
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """End an open-ended recording (``seconds=None``): SIGINT makes py-spy write its files."""
+        for process in self.processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGINT)
+        self.wait(timeout_s)
+
     def wait(self, timeout_s: float) -> None:
         """Wait for both recorders to write their files (they stop after their duration)."""
         for process in self.processes:
@@ -43,11 +51,14 @@ class Recording:
                 process.wait()
 
 
-def record(pid: int, seconds: float, out_dir: Path, name: str, rate: int = 100) -> Recording:
-    """Start sampling ``pid`` for ``seconds`` into ``<out_dir>/<name>.svg`` and ``.folded``."""
+def record(pid: int, seconds: float | None, out_dir: Path, name: str, rate: int = 100) -> Recording:
+    """Start sampling ``pid`` for ``seconds`` (None: until ``stop``) into
+    ``<out_dir>/<name>.svg`` and ``.folded``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     svg, folded = out_dir / f"{name}.svg", out_dir / f"{name}.folded"
-    base = [py_spy(), "record", "--pid", str(pid), "--duration", str(max(1, round(seconds)))]
+    base = [py_spy(), "record", "--pid", str(pid)]
+    if seconds is not None:
+        base += ["--duration", str(max(1, round(seconds)))]
     base += ["--rate", str(rate), "--nonblocking"]
     log = (out_dir / f"{name}.py-spy.log").open("wb")
     processes = [

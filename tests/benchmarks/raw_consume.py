@@ -3,9 +3,11 @@
 Pre-fills a durable queue (same type as the gateway's) with ``--messages`` persistent copies
 of the benchmark body using confirmed publishes, then consumes them with prefetch 64
 (``--prefetch``), acking each, and reports msg/s and its own peak RSS. Creates
-``<prefix>.bench`` and deletes it at the end.
+``<prefix>.bench`` and deletes it at the end. With ``--cloudevent`` the body is a CloudEvent
+and each message carries the properties and ``ce-*`` headers the ingress gives it
+(``gateway.amqp_message.to_message``), so the workers' ceiling reads the same messages.
 
-Usage: ``python raw_consume.py --body FILE [--messages 20000] [--loop uvloop]``.
+Usage: ``python raw_consume.py --body FILE [--messages 20000] [--loop uvloop] [--cloudevent]``.
 """
 
 from __future__ import annotations
@@ -13,16 +15,36 @@ from __future__ import annotations
 import argparse
 import asyncio
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import aio_pika
 import broker
 import measure
+import orjson
+
+from gateway.amqp_message import to_message
+
+
+def _message(body: bytes, cloudevent: bool) -> aio_pika.Message:
+    if cloudevent:
+        return to_message(orjson.loads(body), datetime.now(UTC))
+    return aio_pika.Message(
+        body=body,
+        content_type="application/cloudevents+json",
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+    )
 
 
 async def _fill(
-    channel: aio_pika.abc.AbstractChannel, queue: str, body: bytes, count: int, concurrency: int
+    channel: aio_pika.abc.AbstractChannel,
+    queue: str,
+    body: bytes,
+    count: int,
+    concurrency: int,
+    *,
+    cloudevent: bool = False,
 ) -> float:
     """Publish ``count`` confirmed persistent messages to ``queue``; returns msg/s."""
     remaining = count
@@ -31,11 +53,7 @@ async def _fill(
         nonlocal remaining
         while remaining > 0:
             remaining -= 1
-            message = aio_pika.Message(
-                body=body,
-                content_type="application/cloudevents+json",
-                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-            )
+            message = _message(body, cloudevent)
             await channel.default_exchange.publish(message, routing_key=queue)
 
     started = time.perf_counter()
@@ -73,7 +91,9 @@ async def run(args: argparse.Namespace, body: bytes) -> dict[str, Any]:
             queue = await channel.declare_queue(
                 name, durable=True, arguments=broker.queue_arguments(args.queue_type)
             )
-            fill_rate = await _fill(channel, name, body, args.messages, args.prefetch)
+            fill_rate = await _fill(
+                channel, name, body, args.messages, args.prefetch, cloudevent=args.cloudevent
+            )
             await channel.set_qos(prefetch_count=args.prefetch)
             elapsed = await _drain(queue, args.messages)
             left = await broker.message_count(args.amqp_url, name)
@@ -89,6 +109,8 @@ async def run(args: argparse.Namespace, body: bytes) -> dict[str, Any]:
         "loop": args.loop,
         "queue_type": args.queue_type,
         "prefetch": args.prefetch,
+        "body_bytes": len(body),
+        "cloudevent": args.cloudevent,
     }
 
 
@@ -102,6 +124,11 @@ def main() -> None:
     parser.add_argument("--queue-type", choices=("quorum", "classic"), default="quorum")
     parser.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")
     parser.add_argument("--prefix", help="queue name prefix (default: a fresh bench-* name)")
+    parser.add_argument(
+        "--cloudevent",
+        action="store_true",
+        help="publish the body as the ingress does (properties and ce-* headers)",
+    )
     args = parser.parse_args()
     measure.emit(measure.run_on(args.loop, run(args, Path(args.body).read_bytes())))
 

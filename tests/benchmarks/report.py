@@ -35,6 +35,16 @@ class Row:
         return max(0, self.ok2xx - self.stored) + self.lost_in_other_rounds
 
 
+# Each measured target's ceiling: the row that does the same broker work with nothing else.
+CEILINGS = {
+    "gateway": "raw-publish",
+    "reference": "raw-publish",
+    "worker-sqlite": "raw-consume",
+    "worker-postgres": "raw-consume",
+}
+WORKER_TARGET = 0.5  # worker-postgres ev/s / raw consume msg/s
+
+
 @dataclass(frozen=True)
 class Check:
     """One target from the brief and whether the run met it."""
@@ -67,8 +77,17 @@ def _num(value: float | None, digits: int = 0) -> str:
     return "—" if value is None else f"{value:,.{digits}f}"
 
 
+def of_ceiling(row: Row, rows: dict[str, Row]) -> float | None:
+    """``row``'s rate over its ceiling's rate in the same run (None if either is missing)."""
+    ceiling = rows.get(CEILINGS.get(row.name, ""))
+    if row.error or not row.rate or ceiling is None or ceiling.error or not ceiling.rate:
+        return None
+    return row.rate / ceiling.rate
+
+
 def checks(rows: dict[str, Row]) -> list[Check]:
-    """The gateway's targets: at least 3x the reference, 0.5x raw publish, p99, RSS, no loss."""
+    """The targets: the gateway at least 3x the reference, 0.5x raw publish, p99, RSS, no
+    loss; the PostgreSQL worker at least 0.5x raw consume (the SQLite one is reported)."""
     gateway = rows.get("gateway")
     reference = rows.get("reference")
     raw = rows.get("raw-publish")
@@ -82,29 +101,50 @@ def checks(rows: dict[str, Row]) -> list[Check]:
     vs_ref, vs_raw = ratio(reference), ratio(raw)
     p99 = gateway.p99_ms if g_rate is not None and gateway else None
     rss = gateway.rss_mb if g_rate is not None and gateway else None
-    out = [
-        Check(
-            "gateway rps / reference rps",
-            _ratio(vs_ref, "x"),
-            "≥ 3x",
-            None if vs_ref is None else vs_ref >= 3,
-        ),
-        Check(
-            "gateway rps / raw publish msg/s",
-            _ratio(vs_raw, ""),
-            "≥ 0.5",
-            None if vs_raw is None else vs_raw >= 0.5,
-        ),
-        Check(
-            "gateway p99 latency",
-            f"{_num(p99, 1)} ms",
-            "< 60 ms",
-            None if p99 is None else p99 < 60,
-        ),
-        Check(
-            "gateway peak RSS", f"{_num(rss, 1)} MB", "< 120 MB", None if rss is None else rss < 120
-        ),
-    ]
+    out = (
+        []
+        if gateway is None
+        else [
+            Check(
+                "gateway rps / reference rps",
+                _ratio(vs_ref, "x"),
+                "≥ 3x",
+                None if vs_ref is None else vs_ref >= 3,
+            ),
+            Check(
+                "gateway rps / raw publish msg/s",
+                _ratio(vs_raw, ""),
+                "≥ 0.5",
+                None if vs_raw is None else vs_raw >= 0.5,
+            ),
+            Check(
+                "gateway p99 latency",
+                f"{_num(p99, 1)} ms",
+                "< 60 ms",
+                None if p99 is None else p99 < 60,
+            ),
+            Check(
+                "gateway peak RSS",
+                f"{_num(rss, 1)} MB",
+                "< 120 MB",
+                None if rss is None else rss < 120,
+            ),
+        ]
+    )
+    for name in ("worker-postgres", "worker-sqlite"):
+        row = rows.get(name)
+        if row is None:
+            continue
+        share = of_ceiling(row, rows)
+        target = name == "worker-postgres"
+        out.append(
+            Check(
+                f"{name} ev/s / raw consume msg/s",
+                _ratio(share, ""),
+                f"≥ {WORKER_TARGET}" if target else "(reported, no target)",
+                None if share is None or not target else share >= WORKER_TARGET,
+            )
+        )
     for name in ("gateway", "reference"):
         row = rows.get(name)
         if row is None or row.error or row.ok2xx is None:
@@ -128,18 +168,21 @@ def markdown(
     title: str, setup: list[str], sections: dict[str, list[Row]], found: list[Check]
 ) -> str:
     """The whole report: setup bullets, one table per section, the checks, the notes."""
+    by_name = {row.name: row for rows in sections.values() for row in rows}
     lines = [f"# {title}", ""]
     lines += [f"- {item}" for item in setup]
     for section, rows in sections.items():
         lines += ["", f"## {section}", ""]
         lines += [
-            "| target | measures | rate | p50 ms | p99 ms | peak RSS MB | non-2xx |",
-            "|---|---|---:|---:|---:|---:|---:|",
+            "| target | measures | rate | of ceiling | p50 ms | p99 ms | peak RSS MB | non-2xx |",
+            "|---|---|---:|---:|---:|---:|---:|---:|",
         ]
         for row in rows:
             rate = "error" if row.error else f"{_num(row.rate)} {row.unit}"
+            share = of_ceiling(row, by_name)
+            ceiling = "—" if share is None else f"{share:.2f}x {CEILINGS[row.name]}"
             lines.append(
-                f"| {row.name} | {row.measures} | {rate} | {_num(row.p50_ms, 1)} | "
+                f"| {row.name} | {row.measures} | {rate} | {ceiling} | {_num(row.p50_ms, 1)} | "
                 f"{_num(row.p99_ms, 1)} | {_num(row.rss_mb, 1)} | {_num(row.non2xx)} |"
             )
     lines += ["", "## Targets", "", "| check | measured | target | verdict |", "|---|---|---|---|"]

@@ -6,17 +6,23 @@ Each target runs alone, as its own process, against the shared RabbitMQ:
 2. reference   — ``reference_fastapi.py``, the same job written the way tutorials do;
 3. bare        — ``bare_aiohttp.py``, read the body and answer 204: the HTTP ceiling;
 4. raw-publish — ``raw_publish.py``, confirmed aio-pika publishing, no HTTP: the broker ceiling;
-5. raw-consume — ``raw_consume.py``, consume + ack with prefetch 64: the worker ceiling.
+5. raw-consume — ``raw_consume.py``, consume + ack with prefetch 64: the worker ceiling, fed
+   the same messages the workers get (the ingress's properties, headers and body size);
+6. worker-sqlite, worker-postgres — ``event-gateway consume roaming`` draining a pre-filled
+   queue of roaming events into a SQLite file / a fresh PostgreSQL schema (``worker_bench``).
 
 HTTP targets get ``wrk -t2 -c64 --latency -s post.lua`` (a warm-up, then the measured run).
-Every exchange and queue is named ``bench-<random>-…`` and deleted afterwards. The report
-is printed and written to ``bench-results/latest.md`` (and ``latest.json``).
+Every exchange and queue is named ``bench-<random>-…`` and deleted afterwards, every
+PostgreSQL schema ``bench_<random>`` dropped. The report is printed and written to
+``bench-results/latest.md`` (and ``latest.json``).
 
 Usage: ``.venv/bin/python tests/benchmarks/run.py [--duration 10] [--rounds 3]
-[--only gateway,bare] [--profile]`` (``--help`` lists all). ``--rounds N`` interleaves N
-rounds and reports each target's median round: use it on a busy machine. ``--profile``
-samples the gateway with py-spy (see ``profile.sh``). Exit status 1 when a target could not
-be measured or a message was lost (with ``--strict`` also when a target is missed).
+[--only gateway,bare | --only ingress | --only worker] [--profile]`` (``--help`` lists all).
+``--only worker`` runs the workers section alone (raw consume and both workers).
+``--rounds N`` interleaves N rounds and reports each target's median round: use it on a busy
+machine. ``--profile`` samples the gateway and the workers with py-spy while they are
+measured (see ``profile.sh``). Exit status 1 when a target could not be measured or a message
+was lost (with ``--strict`` also when a target is missed).
 """
 
 from __future__ import annotations
@@ -44,13 +50,28 @@ import measure
 import payload
 import profiling
 import report
+import worker_bench
 from report import Row
 from servers import Server, clean_env, free_port
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 CALLBACK_PATH = "/callbacks/camara"
-TARGETS = ("gateway", "reference", "bare", "raw-publish", "raw-consume")
+TARGETS = (
+    "gateway",
+    "reference",
+    "bare",
+    "raw-publish",
+    "raw-consume",
+    "worker-sqlite",
+    "worker-postgres",
+)
+# --only also takes a section's name for all of its targets.
+SECTION_TARGETS = {
+    "ingress": ("gateway", "reference", "bare", "raw-publish"),
+    "worker": ("raw-consume", "worker-sqlite", "worker-postgres"),
+    "workers": ("raw-consume", "worker-sqlite", "worker-postgres"),
+}
 
 
 @dataclass
@@ -70,6 +91,9 @@ class Context:
     consume_messages: int
     profile: bool
     only: frozenset[str]
+    event_body_file: Path
+    postgres_url: str = worker_bench.DEFAULT_POSTGRES_URL
+    devices: int = 1000
     rounds: int = 1
     appendix: list[str] = dataclasses.field(default_factory=list)
 
@@ -264,7 +288,9 @@ def bench_bare(ctx: Context) -> Row:
 # --- raw AMQP targets ---------------------------------------------------------------------
 
 
-def _script(ctx: Context, name: str, args: list[str], timeout_s: float) -> dict[str, Any]:
+def _script(
+    ctx: Context, name: str, args: list[str], timeout_s: float, body: Path | None = None
+) -> dict[str, Any]:
     """Run one of the raw scripts and return its result line."""
     argv = [
         _python(),
@@ -272,7 +298,7 @@ def _script(ctx: Context, name: str, args: list[str], timeout_s: float) -> dict[
         "--amqp-url",
         ctx.amqp_url,
         "--body",
-        str(ctx.body_file),
+        str(body or ctx.body_file),
         "--queue-type",
         ctx.queue_type,
         "--loop",
@@ -329,16 +355,80 @@ def bench_raw_consume(ctx: Context) -> Row:
             str(ctx.consume_messages),
             "--prefetch",
             "64",
+            "--cloudevent",
         ],
         600,
+        body=ctx.event_body_file,
     )
     row.rate = float(result["rate"])
     row.rss_kib = int(result["rss_kib"])
     row.notes.append(
-        f"{ctx.consume_messages:,} messages, event loop {result['loop']}; pre-fill ran at "
-        f"{float(result['fill_rate']):,.0f} msg/s; {result['left_in_queue']} left in queue"
+        f"{ctx.consume_messages:,} messages of {result['body_bytes']} bytes with the ingress's "
+        f"properties and ce-* headers, {ctx.queue_type} queue, event loop {result['loop']}; "
+        f"pre-fill ran at {float(result['fill_rate']):,.0f} msg/s; "
+        f"{result['left_in_queue']} left in queue"
     )
     return row
+
+
+def _bench_worker(ctx: Context, backend: worker_bench.Backend, row: Row) -> Row:
+    """One ``event-gateway consume roaming`` run against ``backend``, as ``row``."""
+    say(
+        f"{row.name}: fill {ctx.consume_messages:,} roaming events over {ctx.devices:,} "
+        "devices, then drain them with the worker"
+    )
+    failed: list[str] = []
+    try:
+        result = worker_bench.run(
+            backend=backend,
+            amqp_url=ctx.amqp_url,
+            postgres_url=ctx.postgres_url,
+            queue_type=ctx.queue_type,
+            messages=ctx.consume_messages,
+            devices=ctx.devices,
+            logs=ctx.logs,
+            failed=failed,
+            profile_dir=ctx.out if ctx.profile else None,
+        )
+    except worker_bench.WorkerBenchError as exc:
+        row.error = str(exc)
+        return row
+    finally:
+        if failed:
+            row.notes.append(f"clean-up failed: {'; '.join(failed)}")
+    row.rate, row.rss_kib = result.rate, result.rss_kib
+    row.notes.append(
+        f"{result.messages:,} events ({result.body_bytes:.0f} bytes on average) over "
+        f"{result.devices:,} devices drained in {result.seconds:.2f}s, prefetch "
+        f"{result.prefetch}, {ctx.queue_type} queue; worker start to consuming "
+        f"{result.startup_s:.2f}s (not timed); pre-fill ran at {result.fill_rate:,.0f} msg/s"
+    )
+    row.notes.append(
+        f"verified: every device shows its final event; nothing left in the queue, its retry "
+        f"queues or .dlq; worker exit status on SIGTERM {result.exit_code}"
+    )
+    if result.exit_code != 0:
+        row.notes.append("the worker did not exit 0 on SIGTERM")
+    if result.profile is not None:
+        summary = profiling.top_frames(result.profile.folded)
+        row.notes.append(
+            f"profiled with py-spy while draining (numbers perturbed): {result.profile.svg}, "
+            f"{result.profile.folded}"
+        )
+        ctx.appendix += [f"## Profile: {row.name} (py-spy)", "", "```", summary, "```", ""]
+    return row
+
+
+def bench_worker_sqlite(ctx: Context) -> Row:
+    """worker-sqlite: the roaming worker draining into a SQLite file."""
+    row = Row("worker-sqlite", "event-gateway consume roaming → SQLite file", "ev/s")
+    return _bench_worker(ctx, "sqlite", row)
+
+
+def bench_worker_postgres(ctx: Context) -> Row:
+    """worker-postgres: the roaming worker draining into PostgreSQL."""
+    row = Row("worker-postgres", "event-gateway consume roaming → PostgreSQL", "ev/s")
+    return _bench_worker(ctx, "postgresql", row)
 
 
 # --- sections -----------------------------------------------------------------------------
@@ -377,11 +467,13 @@ def ingress_section(ctx: Context) -> list[Row]:
 
 
 def worker_section(ctx: Context) -> list[Row]:
-    """Queue in, ack out. The gateway's own worker (events/s drained) joins the ceiling here."""
+    """Queue in, ack out: the consume ceiling, then the roaming worker on each state store."""
     return _run_all(
         ctx,
         [
             ("raw-consume", bench_raw_consume),
+            ("worker-sqlite", bench_worker_sqlite),
+            ("worker-postgres", bench_worker_postgres),
         ],
     )
 
@@ -420,7 +512,7 @@ def _cpu() -> str:
     return platform.processor() or "unknown CPU"
 
 
-def _setup(ctx: Context, body_bytes: int) -> list[str]:
+def _setup(ctx: Context, body_bytes: int, event_bytes: int) -> list[str]:
     try:
         rabbit = asyncio.run(broker.server_version(ctx.amqp_url))
     except Exception as exc:  # the report still says what it could
@@ -429,7 +521,16 @@ def _setup(ctx: Context, body_bytes: int) -> list[str]:
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     libs = ", ".join(
         f"{d} {_version(d)}"
-        for d in ("aiohttp", "aio-pika", "fastapi", "uvicorn", "pydantic", "uvloop")
+        for d in (
+            "aiohttp",
+            "aio-pika",
+            "fastapi",
+            "uvicorn",
+            "pydantic",
+            "uvloop",
+            "aiosqlite",
+            "asyncpg",
+        )
     )
     return [
         f"{now}; {os.cpu_count()} cores ({_cpu()}), shared with wrk and the broker; "
@@ -443,6 +544,13 @@ def _setup(ctx: Context, body_bytes: int) -> list[str]:
         f"scripts on {ctx.raw_loop} (the gateway's event loop)",
         "rate counts 2xx answers per second (msg/s for raw targets); latencies are wrk's "
         "(per publish for raw publish); peak RSS is VmHWM of the server process and children",
+        f"workers: {ctx.consume_messages:,} roaming-status events (~{event_bytes} bytes as "
+        f"published, {ctx.devices:,} devices, unique ids, increasing times) pre-filled as the "
+        "ingress publishes them, then drained by `event-gateway consume roaming` (default "
+        "`[workers]`: prefetch 64; per-delivery info logs to a file); ev/s = events / time "
+        "from the worker's consumer appearing to the queue being empty and the last 64 events "
+        "in the store; raw consume gets the same messages; `of ceiling` is rate / the "
+        "section's ceiling row in this run",
         libs,
     ]
 
@@ -472,16 +580,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--consume-messages",
         type=int,
         default=20000,
-        help="messages pre-filled and drained by raw consume",
+        help="messages pre-filled and drained by raw consume and by each worker",
     )
     parser.add_argument(
-        "--only", default=",".join(TARGETS), help=f"comma-separated subset of: {', '.join(TARGETS)}"
+        "--devices", type=int, default=1000, help="distinct devices the worker events rotate over"
+    )
+    parser.add_argument(
+        "--postgres-url",
+        default=os.environ.get("BENCH_POSTGRES_URL", worker_bench.DEFAULT_POSTGRES_URL),
+        help="PostgreSQL for worker-postgres (or BENCH_POSTGRES_URL); a schema "
+        "bench_<random> is created in it and dropped",
+    )
+    parser.add_argument(
+        "--only",
+        default=",".join(TARGETS),
+        help=f"comma-separated subset of: {', '.join(TARGETS)}; or a section: "
+        f"{', '.join(SECTION_TARGETS)}",
     )
     parser.add_argument(
         "--profile",
         action="store_true",
-        help="py-spy the gateway during its measured run "
-        "(bench-results/gateway.svg, gateway.folded, top frames)",
+        help="py-spy the gateway and the workers during their measured run "
+        "(bench-results/gateway.svg, worker-postgresql.svg, their .folded, top frames)",
     )
     parser.add_argument("--out", type=Path, default=ROOT / "bench-results")
     parser.add_argument(
@@ -492,11 +612,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     args = parser.parse_args(argv)
-    unknown = set(args.only.split(",")) - set(TARGETS)
+    only: set[str] = set()
+    for name in args.only.split(","):
+        only.update(SECTION_TARGETS.get(name.strip(), (name.strip(),)))
+    unknown = only - set(TARGETS)
     if unknown:
         parser.error(f"--only: unknown target(s) {', '.join(sorted(unknown))}")
+    args.only = only
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
+    if args.consume_messages < 1 or args.devices < 1:
+        parser.error("--consume-messages and --devices must be at least 1")
+    if args.devices > args.consume_messages:
+        parser.error("--devices must not exceed --consume-messages")
     return args
 
 
@@ -508,6 +636,9 @@ def main(argv: list[str] | None = None) -> int:
     body = payload.body()
     body_file = out / "body.json"
     body_file.write_bytes(body)
+    event_body = worker_bench.sample_body()
+    event_body_file = out / "event.json"
+    event_body_file.write_bytes(event_body)
     ctx = Context(
         out=out,
         body_file=body_file,
@@ -521,13 +652,16 @@ def main(argv: list[str] | None = None) -> int:
         raw_loop=_gateway_loop() if args.raw_loop == "auto" else args.raw_loop,
         consume_messages=args.consume_messages,
         profile=args.profile,
-        only=frozenset(args.only.split(",")),
+        only=frozenset(args.only),
         rounds=args.rounds,
+        event_body_file=event_body_file,
+        postgres_url=args.postgres_url,
+        devices=args.devices,
     )
     ctx.logs.mkdir(parents=True, exist_ok=True)
     if ctx.only & {"gateway", "reference", "bare"}:
         loadgen.ensure_wrk()
-    setup = _setup(ctx, len(body))
+    setup = _setup(ctx, len(body), len(event_body))
     rounds: dict[str, list[list[Row]]] = {title: [] for title in SECTIONS}
     for number in range(1, ctx.rounds + 1):
         if ctx.rounds > 1:

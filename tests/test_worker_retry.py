@@ -1,0 +1,93 @@
+"""``consumers.retry``: where a failed attempt goes, and the message that takes it there."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from aio_pika import DeliveryMode, Message
+
+from consumers.retry import (
+    ATTEMPTS_HEADER,
+    ERROR_HEADER,
+    Route,
+    attempts_made,
+    backoff_for,
+    error_line,
+    republished,
+    route_failure,
+)
+
+
+@pytest.mark.parametrize(
+    ("headers", "attempts"),
+    [
+        (None, 0),
+        ({}, 0),
+        ({ATTEMPTS_HEADER: 2}, 2),
+        ({ATTEMPTS_HEADER: "3"}, 3),
+        ({ATTEMPTS_HEADER: b"4"}, 4),
+        ({ATTEMPTS_HEADER: "x"}, 0),
+        ({ATTEMPTS_HEADER: -1}, 0),
+    ],
+)
+def test_attempts_made_reads_the_header(headers: dict[str, object] | None, attempts: int) -> None:
+    """A fresh message has used no attempts; junk in the header counts as none."""
+    assert attempts_made(headers) == attempts
+
+
+def test_backoff_repeats_the_last_value() -> None:
+    """Attempt n waits backoff[n-1]; past the list the last value repeats."""
+    backoff = (1.0, 5.0, 30.0)
+    assert [backoff_for(n, backoff) for n in (1, 2, 3, 4, 9)] == [1.0, 5.0, 30.0, 30.0, 30.0]
+
+
+def test_route_failure_retries_then_dead_letters() -> None:
+    """Attempts below max go to the retry queue of their delay, the last one to .dlq."""
+    routes = [route_failure("q", n, max_attempts=3, backoff_s=(0.05, 2.0)) for n in (1, 2, 3)]
+    assert routes == [
+        Route("q.retry.50ms", 1, dead_letter=False),
+        Route("q.retry.2s", 2, dead_letter=False),
+        Route("q.dlq", 3, dead_letter=True),
+    ]
+    assert route_failure("q", 1, max_attempts=3, backoff_s=(1.0,), retryable=False) == Route(
+        "q.dlq", 1, dead_letter=True
+    )
+
+
+def test_error_line_is_one_line_and_bounded() -> None:
+    """The error header is ``Type: message`` on one line, at most 500 characters."""
+    assert error_line(ValueError("bad\n  value")) == "ValueError: bad value"
+    assert error_line(TimeoutError()) == "TimeoutError"
+    long = error_line(RuntimeError("x" * 2000))
+    assert len(long) == 500
+    assert long.endswith("…")
+
+
+def test_republished_keeps_body_and_properties_and_sets_headers() -> None:
+    """Same body and properties, persistent, gateway headers set, broker headers dropped."""
+    stamp = datetime(2025, 1, 1, tzinfo=UTC)
+    original = Message(
+        b"{}",
+        content_type="application/cloudevents+json",
+        message_id="id-1",
+        type="t",
+        app_id="event-gateway",
+        timestamp=stamp,
+        expiration=10,
+        headers={"ce-id": "id-1", "x-death": [], "x-delivery-count": 2, ERROR_HEADER: "old"},
+    )
+    copy = republished(original, attempts=2, error="ValueError: bad")
+    assert copy.body == b"{}"
+    assert copy.headers == {"ce-id": "id-1", ATTEMPTS_HEADER: 2, ERROR_HEADER: "ValueError: bad"}
+    assert (copy.content_type, copy.message_id, copy.type, copy.app_id) == (
+        "application/cloudevents+json",
+        "id-1",
+        "t",
+        "event-gateway",
+    )
+    assert copy.timestamp == stamp
+    assert copy.delivery_mode == DeliveryMode.PERSISTENT
+    assert copy.expiration is None
+    reset = republished(copy, attempts=None, error=None)
+    assert reset.headers == {"ce-id": "id-1"}
