@@ -26,6 +26,22 @@ TOKENS = {
 }
 
 
+def fixture_source(fixture: Path) -> str:
+    """The source a fixture is posted to: Notify receipts, inbound SMS, or CAMARA."""
+    if fixture.name.startswith("notify-delivery"):
+        return "notify-status"
+    if fixture.name.startswith("notify-inbound"):
+        return "notify-inbound"
+    return "camara"
+
+
+def fixture_content_type(fixture: Path) -> str:
+    """CAMARA sends structured CloudEvents; Notify sends plain JSON."""
+    if fixture.name.startswith("camara"):
+        return "application/cloudevents+json"
+    return "application/json"
+
+
 def digest(token: str) -> TokenDigest:
     return TokenDigest(bytes.fromhex(hash_token(token).removeprefix("sha256:")))
 
@@ -77,6 +93,12 @@ class Ingress:
             hdrs["Authorization"] = f"Bearer {TOKENS[source]}"
         response = await self.client.post(f"/callbacks/{source}", data=body, headers=hdrs)
         return response.status, await response.read()
+
+    async def post_fixture(self, fixture: Path) -> tuple[int, bytes]:
+        """Post a fixture file the way its real sender would."""
+        return await self.post(
+            fixture_source(fixture), fixture.read_bytes(), fixture_content_type(fixture)
+        )
 
 
 IngressFactory = Callable[..., Awaitable[Ingress]]

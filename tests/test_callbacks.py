@@ -13,22 +13,13 @@ from aiormq.exceptions import ChannelPreconditionFailed
 from cloudevents.core.bindings.rabbitmq import RabbitMQMessage, from_rabbitmq_event
 
 from tests.broker import drain, message_count
-from tests.conftest import FIXTURES, TOKENS, Ingress
-
-
-def _source_for(fixture: Path) -> str:
-    if fixture.name.startswith("notify-delivery"):
-        return "notify-status"
-    if fixture.name.startswith("notify-inbound"):
-        return "notify-inbound"
-    return "camara"
-
-
-def _content_type_for(fixture: Path) -> str:
-    return (
-        "application/cloudevents+json" if fixture.name.startswith("camara") else "application/json"
-    )
-
+from tests.conftest import (
+    FIXTURES,
+    TOKENS,
+    Ingress,
+    fixture_content_type,
+    fixture_source,
+)
 
 ALL_FIXTURES = sorted(FIXTURES.glob("*.json"))
 
@@ -37,7 +28,7 @@ ALL_FIXTURES = sorted(FIXTURES.glob("*.json"))
 async def test_every_fixture_comes_out_as_a_cloudevent(ingress: Ingress, fixture: Path) -> None:
     """Each real payload is answered 204 and lands on the exchange as an SDK-readable event."""
     body = fixture.read_bytes()
-    status, _ = await ingress.post(_source_for(fixture), body, _content_type_for(fixture))
+    status, _ = await ingress.post(fixture_source(fixture), body, fixture_content_type(fixture))
     assert status == 204
     [message] = await drain(ingress.channel, ingress.capture, 1)
 
@@ -59,7 +50,7 @@ async def test_every_fixture_comes_out_as_a_cloudevent(ingress: Ingress, fixture
         assert event.get_time() == datetime.fromisoformat(original["time"])
     else:
         assert event.get_data() == original
-        assert event.get_source() == f"/callbacks/{_source_for(fixture)}"
+        assert event.get_source() == f"/callbacks/{fixture_source(fixture)}"
     assert message.message_id == event.get_id()
     assert message.type == event.get_type()
     assert message.routing_key == event.get_type()
@@ -68,7 +59,7 @@ async def test_every_fixture_comes_out_as_a_cloudevent(ingress: Ingress, fixture
     assert message.content_type == "application/cloudevents+json"
     assert (message.headers or {})["ce-id"] == event.get_id()
     structured = orjson.loads(message.body)
-    assert structured["gatewaysource"] == _source_for(fixture)
+    assert structured["gatewaysource"] == fixture_source(fixture)
     assert "gatewayreceived" in structured
 
 

@@ -64,18 +64,6 @@ async def _eventually(
         await asyncio.sleep(0.05)  # deadline poll: the workers commit asynchronously
 
 
-def _content_type(path: Path) -> str:
-    return "application/cloudevents+json" if path.name.startswith("camara") else "application/json"
-
-
-def _source(path: Path) -> str:
-    if path.name.startswith("notify-delivery"):
-        return "notify-status"
-    if path.name.startswith("notify-inbound"):
-        return "notify-inbound"
-    return "camara"
-
-
 async def test_fixtures_end_in_the_right_state(pipeline: tuple[Ingress, StateStore]) -> None:
     """Every fixture through the ingress; the workers' state matches the newest events."""
     ingress, store = pipeline
@@ -83,7 +71,7 @@ async def test_fixtures_end_in_the_right_state(pipeline: tuple[Ingress, StateSto
     capture = await ingress.channel.get_queue(ingress.capture, ensure=False)
     await capture.unbind(exchange, "#")  # so only the built-in queues are bound
     for path in sorted(FIXTURES.glob("*.json")):
-        status, body = await ingress.post(_source(path), path.read_bytes(), _content_type(path))
+        status, body = await ingress.post_fixture(path)
         assert status == 204, (path.name, body)
 
     # Roaming: roaming-change-country (2023-01-19, id 123657) is the newest roaming event.
