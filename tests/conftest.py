@@ -12,6 +12,7 @@ import pytest
 from aio_pika.abc import AbstractChannel, AbstractRobustConnection
 from aiohttp.test_utils import TestClient
 
+from consumers.state import StateStore, open_store
 from gateway.app import PUBLISHER, create_app
 from gateway.auth import hash_token
 from gateway.settings import AmqpSettings, HttpSettings, Settings, Source, TokenDigest
@@ -59,6 +60,14 @@ def make_settings(prefix: str, **amqp: object) -> Settings:
             Source("open", "camara", (), auth="none"),
         ),
     )
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[StateStore]:
+    """A fresh SQLite state store."""
+    opened = await open_store(f"sqlite:///{tmp_path / 'state.db'}")
+    yield opened
+    await opened.close()
 
 
 @pytest.fixture

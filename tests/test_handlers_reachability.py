@@ -2,34 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from consumers import Event, Unprocessable
+from consumers import Unprocessable
 from consumers.handlers import reachability
-from consumers.state import StateStore, open_store
-from tests.worker_support import fixture, sqlite_url, with_changes
+from consumers.state import StateStore
+from tests.worker_support import apply_events, fixture, with_changes
 
 NEW = "org.camaraproject.device-reachability-status-subscriptions.v0."
 LEGACY = "org.camaraproject.device-status.v0."
 SUBSCRIPTION = "qs15-h556-rt89-1298"
 
 
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[StateStore]:
-    """A fresh SQLite state store."""
-    opened = await open_store(sqlite_url(tmp_path))
-    yield opened
-    await opened.close()
-
-
 async def handle(store: StateStore, *events: dict[str, Any]) -> None:
-    handler = reachability.make_handler(store)
-    for event in events:
-        await handler(Event.from_dict(event))
+    await apply_events(reachability.make_handler(store), *events)
 
 
 @pytest.mark.parametrize(

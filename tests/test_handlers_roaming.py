@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,26 +9,16 @@ import pytest
 from consumers import Event, Unprocessable
 from consumers.handlers import builtin_spec, roaming
 from consumers.handlers.camara import api_name, device_key
-from consumers.state import StateStore, open_store
-from tests.worker_support import fixture, sqlite_url, with_changes
+from consumers.state import StateStore
+from tests.worker_support import apply_events, fixture, with_changes
 
 DEVICE = "+123456789"
 SUBSCRIPTION = "qs15-h556-rt89-1298"
 T17, T18, T19 = (f"2023-01-{day}T13:18:23.682Z" for day in (17, 18, 19))
 
 
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[StateStore]:
-    """A fresh SQLite state store."""
-    opened = await open_store(sqlite_url(tmp_path))
-    yield opened
-    await opened.close()
-
-
 async def handle(store: StateStore, *events: dict[str, Any]) -> None:
-    handler = roaming.make_handler(store)
-    for event in events:
-        await handler(Event.from_dict(event))
+    await apply_events(roaming.make_handler(store), *events)
 
 
 def device(

@@ -2,32 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from consumers import Event, Unprocessable
+from consumers import Unprocessable
 from consumers.handlers import sms
-from consumers.state import StateStore, open_store
-from tests.worker_support import notify_inbound, notify_status, sqlite_url
+from consumers.state import StateStore
+from tests.worker_support import apply_events, notify_inbound, notify_status
 
 CREATED, DONE = "2017-05-14T12:15:30.000000Z", "2017-05-14T12:16:00.000000Z"
 
 
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[StateStore]:
-    """A fresh SQLite state store."""
-    opened = await open_store(sqlite_url(tmp_path))
-    yield opened
-    await opened.close()
-
-
 async def handle(store: StateStore, *events: dict[str, Any]) -> None:
-    handler = sms.make_handler(store)
-    for event in events:
-        await handler(Event.from_dict(event))
+    await apply_events(sms.make_handler(store), *events)
 
 
 async def test_receipts_build_history_in_time_order(store: StateStore) -> None:

@@ -20,6 +20,7 @@ from typing import Any
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
+from consumers.event import Event
 from consumers.metrics import WorkerMetrics
 from consumers.worker import Worker, WorkerSpec
 from gateway.amqp_message import to_message
@@ -330,3 +331,11 @@ def start_cli(*args: str, output: Path | None = None, **env: str) -> subprocess.
     finally:
         if output is not None:
             stdout.close()
+
+
+async def apply_events(
+    handler: Callable[[Event], Awaitable[None]], *events: dict[str, Any]
+) -> None:
+    """Feed events to a built-in handler in order, as a worker would."""
+    for event in events:
+        await handler(Event.from_dict(event))
