@@ -1,9 +1,9 @@
 """``event-gateway run``: the ingress and the three built-in workers in one process.
 
 The small-install and development mode. The workers share one state store and report their
-metrics through the ingress's ``/metrics``; ``/readyz`` is 200 only once all of them are
-consuming. If a worker fails for good, the whole process stops with exit 1 so a supervisor
-restarts it, rather than serving callbacks that nobody processes.
+metrics through the ingress's ``/metrics``; ``/readyz`` is 200 only while all of them are
+connected and consuming. If a worker fails for good, the whole process stops with exit 1 so
+a supervisor restarts it, rather than serving callbacks that nobody processes.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 from consumers.handlers import HANDLERS, builtin_spec
 from consumers.metrics import WorkerMetrics
 from consumers.state import open_store
-from consumers.worker import run_worker
+from consumers.worker import Worker
 from gateway.app import METRICS, create_app
 from gateway.logs import get_logger
 from gateway.server import install_signal_handlers, serve_app
@@ -32,18 +32,19 @@ async def run_combined(settings: Settings) -> int:
     except Exception as exc:  # the store names the problem; one line, no traceback
         log.error("cannot open the state store", error=str(exc))
         return 1
-    ready = {name: asyncio.Event() for name in HANDLERS}
-    app = create_app(settings, readiness=[event.is_set for event in ready.values()])
+    workers: dict[str, Worker] = {}
+    app = create_app(settings, readiness=[lambda: all(w.healthy for w in workers.values())])
     metrics = WorkerMetrics(app[METRICS].registry)
+    workers.update(
+        (name, Worker(settings, builtin_spec(settings.amqp, name), store=store, metrics=metrics))
+        for name in HANDLERS
+    )
     failed: list[str] = []
 
-    def worker(name: str) -> Callable[[], Coroutine[Any, Any, None]]:
+    def supervise(name: str) -> Callable[[], Coroutine[Any, Any, None]]:
         async def supervised() -> None:
-            spec = builtin_spec(settings.amqp, name)
             try:
-                await run_worker(
-                    settings, spec, stop=stop, ready=ready[name], store=store, metrics=metrics
-                )
+                await workers[name].run(stop)
             except Exception as exc:
                 log.error("worker failed; stopping the process", worker=name, error=repr(exc))
                 failed.append(name)
@@ -57,7 +58,7 @@ async def run_combined(settings: Settings) -> int:
             settings.http.host,
             settings.http.port,
             stop,
-            companions=[worker(name) for name in HANDLERS],
+            companions=[supervise(name) for name in HANDLERS],
         )
     finally:
         await store.close()

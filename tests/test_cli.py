@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import os
 import signal
 import subprocess
@@ -15,7 +16,9 @@ from pathlib import Path
 import aio_pika
 import pytest
 
+from gateway.auth import hash_token
 from tests.broker import AMQP_URL, delete_everything, unique_prefix
+from tests.conftest import FIXTURES
 from tests.tcp_proxy import free_port
 
 CLI = [sys.executable, "-m", "gateway.cli"]
@@ -119,6 +122,49 @@ def test_serve_answers_and_stops_on_sigterm(tmp_path: Path) -> None:
             assert response.status == 200
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=20) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+        asyncio.run(delete_everything(prefix))
+
+
+def test_run_serves_and_processes_in_one_process(tmp_path: Path) -> None:
+    """run: ready once the workers consume; a callback reaches the state; SIGTERM exits 0."""
+    prefix = unique_prefix()
+    port = free_port()
+    config = tmp_path / "g.toml"
+    config.write_text(
+        f'[http]\nhost = "127.0.0.1"\nport = {port}\n[amqp]\nurl = "{AMQP_URL}"\n'
+        f'exchange = "{prefix}"\n[state]\nurl = "sqlite:///{tmp_path / "state.db"}"\n'
+        f'[[sources]]\nname = "camara"\nadapter = "camara"\n'
+        f'tokens = ["{hash_token("run-token")}"]\n'
+    )
+    process = subprocess.Popen([*CLI, "run", "--config", str(config)], stdout=subprocess.DEVNULL)
+    try:
+        assert _wait_ready(port, 30), "run never became ready"
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/callbacks/camara",
+            data=(FIXTURES / "camara-roaming-status.json").read_bytes(),
+            headers={
+                "Authorization": "Bearer run-token",
+                "Content-Type": "application/cloudevents+json",
+            },
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - http URL built here
+            assert response.status == 204
+        deadline = time.monotonic() + 15
+        state = run_cli("state", "device", "+123456789", "--config", str(config))
+        while state.returncode != 0 and time.monotonic() < deadline:
+            time.sleep(0.2)  # deadline poll: the worker commits asynchronously
+            state = run_cli("state", "device", "+123456789", "--config", str(config))
+        assert state.returncode == 0, state.stderr
+        assert json.loads(state.stdout)["roaming"] is True
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            metrics = response.read().decode()
+        assert "gateway_worker_deliveries_total" in metrics
+        assert "gateway_requests_total" in metrics
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
     finally:
         if process.poll() is None:
             process.kill()
