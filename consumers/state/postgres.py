@@ -10,26 +10,14 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
 
 from consumers.state import schema
-from consumers.state.store import (
-    InvalidStateURL,
-    StateStoreUnavailable,
-    StatusEntry,
-    check_reachability,
-    check_subscription_status,
-    country_name_from_json,
-    country_name_to_json,
-    device_json,
-    inbound_json,
-    message_json,
-    subscription_json,
-    utc,
-)
+from consumers.state.sql import SqlStateStore
+from consumers.state.store import InvalidStateURL, StateStoreUnavailable, utc
 
 SCHEMES = ("postgresql", "postgres")
 POOL_MIN_SIZE = 1
@@ -70,8 +58,10 @@ def _where(dsn: str) -> str:
     return f"{host}{port}{parts.path}"
 
 
-class PostgresStateStore:
+class PostgresStateStore(SqlStateStore):
     """``StateStore`` on PostgreSQL; create it with ``open``."""
+
+    _statements = schema.POSTGRES_STATEMENTS
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
@@ -100,147 +90,19 @@ class PostgresStateStore:
             raise
         return cls(pool)
 
-    async def _write(self, statement: str, *arguments: Any) -> bool:
+    async def _write(self, statement: str, arguments: tuple[Any, ...]) -> bool:
         status = await self._pool.execute(statement, *arguments)
         # "INSERT 0 <rows>": 0 rows when ON CONFLICT neither inserted nor updated.
         return int(status.rsplit(" ", 1)[-1]) > 0
 
-    async def update_roaming(
-        self,
-        device: str,
-        *,
-        roaming: bool | None,
-        country_code: int | None,
-        country_name: list[str] | None,
-        time: datetime,
-        event_id: str,
-    ) -> bool:
-        """Replace the device's roaming group if this event wins."""
-        return await self._write(
-            schema.UPDATE_ROAMING,
-            device,
-            roaming,
-            country_code,
-            country_name_to_json(country_name),
-            utc(time),
-            event_id,
-        )
+    async def _fetch(self, statement: str, key: str) -> list[asyncpg.Record]:
+        return await self._pool.fetch(statement, key)
 
-    async def update_reachability(
-        self, device: str, *, reachability: str, time: datetime, event_id: str
-    ) -> bool:
-        """Replace the device's reachability if this event wins."""
-        check_reachability(reachability)
-        return await self._write(
-            schema.UPDATE_REACHABILITY, device, reachability, utc(time), event_id
-        )
+    def _encode_time(self, moment: datetime) -> datetime:
+        return utc(moment)
 
-    async def update_subscription(
-        self,
-        subscription_id: str,
-        *,
-        api: str,
-        status: str,
-        termination_reason: str | None,
-        time: datetime,
-        event_id: str,
-    ) -> bool:
-        """Replace the subscription if this event wins."""
-        check_subscription_status(status)
-        return await self._write(
-            schema.UPDATE_SUBSCRIPTION,
-            subscription_id,
-            api,
-            status,
-            termination_reason,
-            utc(time),
-            event_id,
-        )
-
-    async def record_message_status(
-        self, message_id: str, *, notification_type: str, status: str, time: datetime, event_id: str
-    ) -> bool:
-        """Add a status to the message's history, keeping the earliest event per status."""
-        return await self._write(
-            schema.RECORD_MESSAGE_STATUS, message_id, status, notification_type, utc(time), event_id
-        )
-
-    async def record_inbound_sms(
-        self,
-        message_id: str,
-        *,
-        source_number: str | None,
-        destination_number: str | None,
-        message: str | None,
-        received_time: datetime | None,
-        event_id: str,
-    ) -> bool:
-        """Keep an inbound SMS; the first write wins."""
-        return await self._write(
-            schema.RECORD_INBOUND_SMS,
-            message_id,
-            source_number,
-            destination_number,
-            message,
-            None if received_time is None else utc(received_time),
-            event_id,
-        )
-
-    async def device(self, key: str) -> dict[str, Any] | None:
-        """The device's state, or None when nothing is known about it."""
-        row = await self._pool.fetchrow(schema.SELECT_DEVICE, key)
-        if row is None:
-            return None
-        return device_json(
-            device=row["device"],
-            roaming=row["roaming"],
-            country_code=row["country_code"],
-            country_name=country_name_from_json(row["country_name"]),
-            roaming_time=row["roaming_time"],
-            reachability=row["reachability"],
-            reachability_time=row["reachability_time"],
-        )
-
-    async def subscription(self, subscription_id: str) -> dict[str, Any] | None:
-        """The subscription's state, or None when unknown."""
-        row = await self._pool.fetchrow(schema.SELECT_SUBSCRIPTION, subscription_id)
-        if row is None:
-            return None
-        return subscription_json(
-            subscription_id=row["subscription_id"],
-            api=row["api"],
-            status=row["status"],
-            termination_reason=row["termination_reason"],
-            status_time=row["status_time"],
-        )
-
-    async def message(self, message_id: str) -> dict[str, Any] | None:
-        """The message's current status and history, or None when unknown."""
-        rows = await self._pool.fetch(schema.SELECT_MESSAGE, message_id)
-        return message_json(
-            message_id,
-            (
-                StatusEntry(
-                    status=row["status"],
-                    notification_type=row["notification_type"],
-                    time=row["status_time"],
-                    event_id=row["event_id"],
-                )
-                for row in rows
-            ),
-        )
-
-    async def inbound(self, message_id: str) -> dict[str, Any] | None:
-        """The inbound SMS without its text, or None when unknown."""
-        row = await self._pool.fetchrow(schema.SELECT_INBOUND, message_id)
-        if row is None:
-            return None
-        return inbound_json(
-            message_id=row["message_id"],
-            source_number=row["source_number"],
-            destination_number=row["destination_number"],
-            received_time=row["received_time"],
-        )
+    def _decode_time(self, value: Any) -> datetime:
+        return cast(datetime, value)  # asyncpg reads timestamptz as an aware datetime
 
     async def close(self) -> None:
         """Close the pool, waiting for calls in flight."""

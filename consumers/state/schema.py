@@ -1,6 +1,7 @@
 """The tables and statements both backends run, written once with ``$n`` placeholders.
 
-SQLite takes ``?n`` for ``$n`` (see ``sqlite_sql``); column types differ per backend
+SQLite takes ``?n`` for ``$n`` (see ``sqlite_sql``; ``SQLITE_STATEMENTS`` and
+``POSTGRES_STATEMENTS`` bundle each backend's statements); column types differ per backend
 (``ColumnTypes``). Every write is a single ``INSERT ... ON CONFLICT`` statement whose
 ``WHERE`` is the rule in ``store.wins`` as a row-value comparison, so the database applies it
 atomically and concurrent writers need no read-modify-write.
@@ -78,82 +79,91 @@ def create_tables(types: ColumnTypes) -> list[str]:
     ]
 
 
-UPDATE_ROAMING = """
-INSERT INTO devices AS d
-    (device, roaming, country_code, country_name, roaming_time, roaming_event_id)
-VALUES ($1, $2, $3, $4, $5, $6)
-ON CONFLICT (device) DO UPDATE SET
-    roaming = excluded.roaming,
-    country_code = excluded.country_code,
-    country_name = excluded.country_name,
-    roaming_time = excluded.roaming_time,
-    roaming_event_id = excluded.roaming_event_id
-WHERE d.roaming_event_id IS NULL
-    OR (excluded.roaming_time, excluded.roaming_event_id) > (d.roaming_time, d.roaming_event_id)
-"""
+def _upsert(table: str, key: str, columns: str, *, when: str) -> str:
+    """``INSERT`` one row of ``key`` then ``columns``, bound to ``$1``, ``$2``, ... in order.
 
-UPDATE_REACHABILITY = """
-INSERT INTO devices AS d (device, reachability, reachability_time, reachability_event_id)
-VALUES ($1, $2, $3, $4)
-ON CONFLICT (device) DO UPDATE SET
-    reachability = excluded.reachability,
-    reachability_time = excluded.reachability_time,
-    reachability_event_id = excluded.reachability_event_id
-WHERE d.reachability_event_id IS NULL
-    OR (excluded.reachability_time, excluded.reachability_event_id)
-        > (d.reachability_time, d.reachability_event_id)
-"""
+    If ``key`` is taken, ``columns`` are overwritten only ``when`` holds; ``stored`` is the
+    row already there, ``excluded`` the one offered.
+    """
+    names = [*key.split(", "), *columns.split(", ")]
+    values = ", ".join(f"${number}" for number in range(1, len(names) + 1))
+    assignments = ",\n    ".join(f"{name} = excluded.{name}" for name in columns.split(", "))
+    # Only ever called at import, with the literals in ``Statements``: never with input.
+    return f"""
+INSERT INTO {table} AS stored ({", ".join(names)})
+VALUES ({values})
+ON CONFLICT ({key}) DO UPDATE SET
+    {assignments}
+WHERE {when}
+"""  # noqa: S608
 
-UPDATE_SUBSCRIPTION = """
-INSERT INTO subscriptions AS s
-    (subscription_id, api, status, termination_reason, status_time, event_id)
-VALUES ($1, $2, $3, $4, $5, $6)
-ON CONFLICT (subscription_id) DO UPDATE SET
-    api = excluded.api,
-    status = excluded.status,
-    termination_reason = excluded.termination_reason,
-    status_time = excluded.status_time,
-    event_id = excluded.event_id
-WHERE (excluded.status_time, excluded.event_id) > (s.status_time, s.event_id)
-"""
 
-# Per status the earliest event is kept: note the "<".
-RECORD_MESSAGE_STATUS = """
-INSERT INTO message_statuses AS m (message_id, status, notification_type, status_time, event_id)
-VALUES ($1, $2, $3, $4, $5)
-ON CONFLICT (message_id, status) DO UPDATE SET
-    notification_type = excluded.notification_type,
-    status_time = excluded.status_time,
-    event_id = excluded.event_id
-WHERE (excluded.status_time, excluded.event_id) < (m.status_time, m.event_id)
-"""
+def _compare(time: str, event_id: str, operator: str) -> str:
+    """The offered row's ``(time, event_id)`` ``operator`` the stored row's: ``store.wins``."""
+    return f"(excluded.{time}, excluded.{event_id}) {operator} (stored.{time}, stored.{event_id})"
 
-RECORD_INBOUND_SMS = """
+
+class Statements(NamedTuple):
+    """Every statement a store runs; the defaults use ``$n`` placeholders (PostgreSQL's)."""
+
+    update_roaming: str = _upsert(
+        "devices",
+        "device",
+        "roaming, country_code, country_name, roaming_time, roaming_event_id",
+        when="stored.roaming_event_id IS NULL OR "
+        + _compare("roaming_time", "roaming_event_id", ">"),
+    )
+
+    update_reachability: str = _upsert(
+        "devices",
+        "device",
+        "reachability, reachability_time, reachability_event_id",
+        when="stored.reachability_event_id IS NULL OR "
+        + _compare("reachability_time", "reachability_event_id", ">"),
+    )
+
+    update_subscription: str = _upsert(
+        "subscriptions",
+        "subscription_id",
+        "api, status, termination_reason, status_time, event_id",
+        when=_compare("status_time", "event_id", ">"),
+    )
+
+    # Per status the earliest event is kept: note the "<" (``store.keeps_earlier``).
+    record_message_status: str = _upsert(
+        "message_statuses",
+        "message_id, status",
+        "notification_type, status_time, event_id",
+        when=_compare("status_time", "event_id", "<"),
+    )
+
+    record_inbound_sms: str = """
 INSERT INTO inbound_messages
     (message_id, source_number, destination_number, message, received_time, event_id)
 VALUES ($1, $2, $3, $4, $5, $6)
 ON CONFLICT (message_id) DO NOTHING
 """
 
-SELECT_DEVICE = """
+    select_device: str = """
 SELECT device, roaming, country_code, country_name, roaming_time, reachability, reachability_time
 FROM devices WHERE device = $1
 """
 
-SELECT_SUBSCRIPTION = """
+    select_subscription: str = """
 SELECT subscription_id, api, status, termination_reason, status_time
 FROM subscriptions WHERE subscription_id = $1
 """
 
-SELECT_MESSAGE = """
+    select_message: str = """
 SELECT status, notification_type, status_time, event_id
 FROM message_statuses WHERE message_id = $1
 """
 
-SELECT_INBOUND = """
+    select_inbound: str = """
 SELECT message_id, source_number, destination_number, received_time
 FROM inbound_messages WHERE message_id = $1
 """
+
 
 _PLACEHOLDER = re.compile(r"\$(\d+)")
 
@@ -161,3 +171,7 @@ _PLACEHOLDER = re.compile(r"\$(\d+)")
 def sqlite_sql(statement: str) -> str:
     """The statement with SQLite's numbered placeholders (``?1``) for ``$1``."""
     return _PLACEHOLDER.sub(r"?\1", statement)
+
+
+POSTGRES_STATEMENTS = Statements()
+SQLITE_STATEMENTS = Statements._make(map(sqlite_sql, POSTGRES_STATEMENTS))

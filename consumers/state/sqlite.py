@@ -18,20 +18,8 @@ from typing import Any
 import aiosqlite
 
 from consumers.state import schema
-from consumers.state.store import (
-    InvalidStateURL,
-    StateStoreUnavailable,
-    StatusEntry,
-    check_reachability,
-    check_subscription_status,
-    country_name_from_json,
-    country_name_to_json,
-    device_json,
-    inbound_json,
-    message_json,
-    subscription_json,
-    utc,
-)
+from consumers.state.sql import SqlStateStore
+from consumers.state.store import InvalidStateURL, StateStoreUnavailable, utc
 
 URL_PREFIX = "sqlite:///"
 BUSY_TIMEOUT_S = 30.0
@@ -58,12 +46,10 @@ def from_text(text: str) -> datetime:
     return datetime.strptime(text, _TIME_FORMAT).replace(tzinfo=UTC)
 
 
-def _optional_time(text: str | None) -> datetime | None:
-    return None if text is None else from_text(text)
-
-
-class SQLiteStateStore:
+class SQLiteStateStore(SqlStateStore):
     """``StateStore`` on a SQLite file; create it with ``open``."""
+
+    _statements = schema.SQLITE_STATEMENTS
 
     def __init__(self, connection: aiosqlite.Connection) -> None:
         self._db = connection
@@ -93,147 +79,18 @@ class SQLiteStateStore:
             raise
         return cls(connection)
 
-    async def _write(self, statement: str, parameters: tuple[Any, ...]) -> bool:
-        async with self._db.execute(statement, parameters) as cursor:
+    async def _write(self, statement: str, arguments: tuple[Any, ...]) -> bool:
+        async with self._db.execute(statement, arguments) as cursor:
             return cursor.rowcount > 0
 
     async def _fetch(self, statement: str, key: str) -> list[sqlite3.Row]:
-        rows = await self._db.execute_fetchall(statement, (key,))
-        return list(rows)
+        return list(await self._db.execute_fetchall(statement, (key,)))
 
-    async def update_roaming(
-        self,
-        device: str,
-        *,
-        roaming: bool | None,
-        country_code: int | None,
-        country_name: list[str] | None,
-        time: datetime,
-        event_id: str,
-    ) -> bool:
-        """Replace the device's roaming group if this event wins."""
-        return await self._write(
-            _UPDATE_ROAMING,
-            (
-                device,
-                roaming,
-                country_code,
-                country_name_to_json(country_name),
-                to_text(time),
-                event_id,
-            ),
-        )
+    def _encode_time(self, moment: datetime) -> str:
+        return to_text(moment)
 
-    async def update_reachability(
-        self, device: str, *, reachability: str, time: datetime, event_id: str
-    ) -> bool:
-        """Replace the device's reachability if this event wins."""
-        check_reachability(reachability)
-        return await self._write(
-            _UPDATE_REACHABILITY, (device, reachability, to_text(time), event_id)
-        )
-
-    async def update_subscription(
-        self,
-        subscription_id: str,
-        *,
-        api: str,
-        status: str,
-        termination_reason: str | None,
-        time: datetime,
-        event_id: str,
-    ) -> bool:
-        """Replace the subscription if this event wins."""
-        check_subscription_status(status)
-        return await self._write(
-            _UPDATE_SUBSCRIPTION,
-            (subscription_id, api, status, termination_reason, to_text(time), event_id),
-        )
-
-    async def record_message_status(
-        self, message_id: str, *, notification_type: str, status: str, time: datetime, event_id: str
-    ) -> bool:
-        """Add a status to the message's history, keeping the earliest event per status."""
-        return await self._write(
-            _RECORD_MESSAGE_STATUS,
-            (message_id, status, notification_type, to_text(time), event_id),
-        )
-
-    async def record_inbound_sms(
-        self,
-        message_id: str,
-        *,
-        source_number: str | None,
-        destination_number: str | None,
-        message: str | None,
-        received_time: datetime | None,
-        event_id: str,
-    ) -> bool:
-        """Keep an inbound SMS; the first write wins."""
-        received = None if received_time is None else to_text(received_time)
-        return await self._write(
-            _RECORD_INBOUND_SMS,
-            (message_id, source_number, destination_number, message, received, event_id),
-        )
-
-    async def device(self, key: str) -> dict[str, Any] | None:
-        """The device's state, or None when nothing is known about it."""
-        rows = await self._fetch(_SELECT_DEVICE, key)
-        if not rows:
-            return None
-        row = rows[0]
-        return device_json(
-            device=row["device"],
-            roaming=None if row["roaming"] is None else bool(row["roaming"]),
-            country_code=row["country_code"],
-            country_name=country_name_from_json(row["country_name"]),
-            roaming_time=_optional_time(row["roaming_time"]),
-            reachability=row["reachability"],
-            reachability_time=_optional_time(row["reachability_time"]),
-        )
-
-    async def subscription(self, subscription_id: str) -> dict[str, Any] | None:
-        """The subscription's state, or None when unknown."""
-        rows = await self._fetch(_SELECT_SUBSCRIPTION, subscription_id)
-        if not rows:
-            return None
-        row = rows[0]
-        return subscription_json(
-            subscription_id=row["subscription_id"],
-            api=row["api"],
-            status=row["status"],
-            termination_reason=row["termination_reason"],
-            status_time=from_text(row["status_time"]),
-        )
-
-    async def message(self, message_id: str) -> dict[str, Any] | None:
-        """The message's current status and history, or None when unknown."""
-        rows = await self._fetch(_SELECT_MESSAGE, message_id)
-        return message_json(
-            message_id,
-            (
-                StatusEntry(
-                    status=row["status"],
-                    notification_type=row["notification_type"],
-                    time=from_text(row["status_time"]),
-                    event_id=row["event_id"],
-                )
-                for row in rows
-            ),
-        )
-
-    async def inbound(self, message_id: str) -> dict[str, Any] | None:
-        """The inbound SMS without its text, or None when unknown."""
-        rows = await self._fetch(_SELECT_INBOUND, message_id)
-        if not rows:
-            return None
-        row = rows[0]
-        return inbound_json(
-            message_id=row["message_id"],
-            source_number=row["source_number"],
-            destination_number=row["destination_number"],
-            received_time=_optional_time(row["received_time"]),
-        )
+    def _decode_time(self, value: Any) -> datetime:
+        return from_text(value)
 
     async def close(self) -> None:
         """Close the connection."""
@@ -279,14 +136,3 @@ async def _create_tables(connection: aiosqlite.Connection) -> None:
         await connection.rollback()
         raise
     await connection.commit()
-
-
-_UPDATE_ROAMING = schema.sqlite_sql(schema.UPDATE_ROAMING)
-_UPDATE_REACHABILITY = schema.sqlite_sql(schema.UPDATE_REACHABILITY)
-_UPDATE_SUBSCRIPTION = schema.sqlite_sql(schema.UPDATE_SUBSCRIPTION)
-_RECORD_MESSAGE_STATUS = schema.sqlite_sql(schema.RECORD_MESSAGE_STATUS)
-_RECORD_INBOUND_SMS = schema.sqlite_sql(schema.RECORD_INBOUND_SMS)
-_SELECT_DEVICE = schema.sqlite_sql(schema.SELECT_DEVICE)
-_SELECT_SUBSCRIPTION = schema.sqlite_sql(schema.SELECT_SUBSCRIPTION)
-_SELECT_MESSAGE = schema.sqlite_sql(schema.SELECT_MESSAGE)
-_SELECT_INBOUND = schema.sqlite_sql(schema.SELECT_INBOUND)

@@ -1,7 +1,7 @@
 """What a state store is, when an event wins, and how stored rows look as JSON (contract §5).
 
-Everything here is pure: the backends (``sqlite.py``, ``postgres.py``) run the same rule in
-SQL and hand their rows to the shaping functions below.
+Everything here is pure: the backends (``sql.py``, driven by ``sqlite.py`` or ``postgres.py``)
+run the same rule in SQL and hand their rows to the shaping functions below.
 
 The rule. Each field group (a device's roaming group, a device's reachability group, a
 subscription, one status of a message) remembers the ``(time, event_id)`` of the event that
