@@ -107,6 +107,31 @@ async def test_broker_loss_mid_load(
     assert (await client.get("/readyz")).status == 200
 
 
+async def test_stalled_broker_is_503_within_the_publish_timeout(
+    aiohttp_client: Callable[..., Awaitable[TestClient]],  # type: ignore[type-arg]
+    prefix: str,
+    proxy: TcpProxy,
+) -> None:
+    """A broker that stops answering (as when blocked by an alarm) gives 503, never a hang."""
+    settings = make_settings(prefix, publish_timeout_s=0.5)
+    proxied = AMQP_URL.replace(f":{urlsplit(AMQP_URL).port or 5672}/", f":{proxy.port}/")
+    settings = replace(settings, amqp=replace(settings.amqp, url=proxied))
+    app = create_app(settings)
+    client = await aiohttp_client(app)
+    await asyncio.wait_for(app[PUBLISHER].wait_ready(), 15)  # type: ignore[attr-defined]
+    body = (FIXTURES / "camara-roaming-status.json").read_bytes()
+    proxy.stall()
+    started = asyncio.get_running_loop().time()
+    response = await client.post("/callbacks/camara", data=body, headers=HEADERS)
+    elapsed = asyncio.get_running_loop().time() - started
+    assert response.status == 503
+    assert "Retry-After" in response.headers
+    assert 0.4 <= elapsed < 3.0
+    proxy.resume()
+    response = await client.post("/callbacks/camara", data=body, headers=HEADERS)
+    assert response.status == 204
+
+
 async def test_unreachable_broker_is_503_not_a_hang(
     aiohttp_client: Callable[..., Awaitable[TestClient]],  # type: ignore[type-arg]
     prefix: str,
