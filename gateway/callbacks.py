@@ -108,12 +108,12 @@ class CallbackHandlers:
         try:
             await self._publisher.publish_events(events, received_at)
         except BrokerUnavailable as exc:
-            self._metrics.publishes.labels("failed").inc(len(events))
+            self._metrics.failed.inc(len(events))
             log.warning("callback not accepted", source=source.name, status=503, error=str(exc))
             return problem_response(
                 503, f"the event could not be stored: {exc}", headers={"Retry-After": RETRY_AFTER_S}
             )
-        self._metrics.publishes.labels("confirmed").inc(len(events))
+        self._metrics.confirmed.inc(len(events))
         for event in events:
             log.info(
                 "event accepted",
@@ -152,7 +152,7 @@ class CallbackHandlers:
                 f"the request could not be kept for inspection: {exc}",
                 headers={"Retry-After": RETRY_AFTER_S},
             )
-        self._metrics.publishes.labels("rejected_kept").inc()
+        self._metrics.rejected_kept.inc()
         log.info("callback rejected", source=source.name, status=status, reason=reason, field=field)
         return problem_response(status, reason, field=field)
 

@@ -38,6 +38,10 @@ class IngressMetrics:
             ("result",),
             registry=self.registry,
         )
+        self._children: dict[tuple[str, int], tuple[Counter, Histogram]] = {}
+        self.confirmed = self.publishes.labels("confirmed")
+        self.failed = self.publishes.labels("failed")
+        self.rejected_kept = self.publishes.labels("rejected_kept")
         gauge = Gauge(
             "gateway_broker_connected",
             "1 while connected to RabbitMQ with the topology declared.",
@@ -46,8 +50,14 @@ class IngressMetrics:
         gauge.set_function(lambda: float(broker_connected()))
 
     def observe(self, source: str, status: int, seconds: float) -> None:
-        self.requests.labels(source, str(status)).inc()
-        self.duration.labels(source).observe(seconds)
+        """Count one answered request; label children are looked up once per combination
+        (``labels()`` costs a lock and a hash of every label on each call)."""
+        children = self._children.get((source, status))
+        if children is None:
+            children = (self.requests.labels(source, str(status)), self.duration.labels(source))
+            self._children[(source, status)] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
