@@ -97,8 +97,9 @@ def top_frames(folded: Path, limit: int = 15) -> str:
     if not total:
         return "no samples recorded"
     lines = [
-        f"{total} samples (busy time only: idle waits are not sampled); self time of the loop "
-        "runner (Runner.run, run_app) is uvloop's C code: socket I/O and scheduling",
+        f"{total} samples (busy time only: idle waits are not sampled); on uvloop, self time "
+        "of the loop runner (Runner.run, run_app) is uvloop's C code: socket I/O and "
+        "scheduling; on asyncio that work shows as selector_events/base_events frames",
         "",
     ]
     lines += ["self %  function"]

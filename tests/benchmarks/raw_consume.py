@@ -61,8 +61,8 @@ async def _fill(
     return count / (time.perf_counter() - started)
 
 
-async def _drain(queue: aio_pika.abc.AbstractQueue, count: int) -> float:
-    """Consume and ack ``count`` messages; returns the seconds it took."""
+async def _drain(queue: aio_pika.abc.AbstractQueue, count: int) -> tuple[float, float]:
+    """Consume and ack ``count`` messages; returns the seconds and the CPU seconds it took."""
     done = asyncio.Event()
     acked = 0
 
@@ -73,12 +73,12 @@ async def _drain(queue: aio_pika.abc.AbstractQueue, count: int) -> float:
         if acked >= count:
             done.set()
 
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     tag = await queue.consume(on_message)
     await done.wait()
-    elapsed = time.perf_counter() - started
+    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
     await queue.cancel(tag)
-    return elapsed
+    return elapsed, cpu
 
 
 async def run(args: argparse.Namespace, body: bytes) -> dict[str, Any]:
@@ -95,7 +95,7 @@ async def run(args: argparse.Namespace, body: bytes) -> dict[str, Any]:
                 channel, name, body, args.messages, args.prefetch, cloudevent=args.cloudevent
             )
             await channel.set_qos(prefetch_count=args.prefetch)
-            elapsed = await _drain(queue, args.messages)
+            elapsed, cpu = await _drain(queue, args.messages)
             left = await broker.message_count(args.amqp_url, name)
     finally:
         await broker.delete(args.amqp_url, exchanges=[], queues=[name])
@@ -104,6 +104,7 @@ async def run(args: argparse.Namespace, body: bytes) -> dict[str, Any]:
         "seconds": elapsed,
         "rate": args.messages / elapsed,
         "fill_rate": fill_rate,
+        "cpu_share": cpu / elapsed,
         "left_in_queue": left,
         "rss_kib": measure.vmhwm_kib(),
         "loop": args.loop,

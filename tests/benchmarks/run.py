@@ -364,7 +364,8 @@ def bench_raw_consume(ctx: Context) -> Row:
     row.rss_kib = int(result["rss_kib"])
     row.notes.append(
         f"{ctx.consume_messages:,} messages of {result['body_bytes']} bytes with the ingress's "
-        f"properties and ce-* headers, {ctx.queue_type} queue, event loop {result['loop']}; "
+        f"properties and ce-* headers, {ctx.queue_type} queue, event loop {result['loop']}, "
+        f"{100 * float(result['cpu_share']):.0f}% of a core while consuming; "
         f"pre-fill ran at {float(result['fill_rate']):,.0f} msg/s; "
         f"{result['left_in_queue']} left in queue"
     )
@@ -400,7 +401,8 @@ def _bench_worker(ctx: Context, backend: worker_bench.Backend, row: Row) -> Row:
     row.notes.append(
         f"{result.messages:,} events ({result.body_bytes:.0f} bytes on average) over "
         f"{result.devices:,} devices drained in {result.seconds:.2f}s, prefetch "
-        f"{result.prefetch}, {ctx.queue_type} queue; worker start to consuming "
+        f"{result.prefetch}, {ctx.queue_type} queue; the worker used "
+        f"{100 * result.cpu_share:.0f}% of a core meanwhile; worker start to consuming "
         f"{result.startup_s:.2f}s (not timed); pre-fill ran at {result.fill_rate:,.0f} msg/s"
     )
     row.notes.append(
@@ -409,7 +411,9 @@ def _bench_worker(ctx: Context, backend: worker_bench.Backend, row: Row) -> Row:
     )
     if result.exit_code != 0:
         row.notes.append("the worker did not exit 0 on SIGTERM")
-    if result.profile is not None:
+    if result.profile is not None and not result.profile.folded.exists():
+        row.notes.append(f"py-spy wrote no profile (see {ctx.out}/worker-{backend}.py-spy.log)")
+    elif result.profile is not None:
         summary = profiling.top_frames(result.profile.folded)
         row.notes.append(
             f"profiled with py-spy while draining (numbers perturbed): {result.profile.svg}, "

@@ -17,7 +17,8 @@ One run, for one state backend (SQLite file or a fresh PostgreSQL schema):
    and nothing is left in the queue, its retry queues or its ``.dlq``;
 5. delete every queue and exchange of the prefix and, for PostgreSQL, drop the schema.
 
-Peak RSS is the worker's ``VmHWM``, read before it is stopped.
+Peak RSS is the worker's ``VmHWM``, read before it is stopped; its CPU use while draining
+(user + system, all threads) tells whether it was busy or waiting on the broker/database.
 """
 
 from __future__ import annotations
@@ -95,6 +96,7 @@ class WorkerResult:
     fill_rate: float
     body_bytes: float
     rss_kib: int
+    cpu_share: float  # the worker's CPU seconds per second while draining (1.0 = one core)
     prefetch: int
     exit_code: int | None
     left: dict[str, int] = field(default_factory=dict)
@@ -382,22 +384,26 @@ async def _measure(
             spawned = time.perf_counter()
             await wait_consuming(watch, queue, process, log, 60)
             started = time.perf_counter()
+            cpu_before = measure.cpu_seconds(process.pid)
             recording = None
             if profile_dir is not None:
                 recording = profiling.record(process.pid, None, profile_dir, f"worker-{backend}")
             async with reader(state_url) as store:
-                await wait_drained(
-                    watch,
-                    queue,
-                    store,
-                    events[-min(prefetch, devices) :],
-                    process,
-                    log,
-                    timeout_s=max(120.0, len(events) / 50),
-                )
-                seconds = time.perf_counter() - started
-                if recording is not None:
-                    recording.stop()
+                try:
+                    await wait_drained(
+                        watch,
+                        queue,
+                        store,
+                        events[-min(prefetch, devices) :],
+                        process,
+                        log,
+                        timeout_s=max(120.0, len(events) / 50),
+                    )
+                    seconds = time.perf_counter() - started
+                    cpu = measure.cpu_seconds(process.pid) - cpu_before
+                finally:
+                    if recording is not None:
+                        recording.stop()
                 rss = measure.tree_vmhwm_kib(process.pid)
                 missing = devices - await applied(store, events[-devices:])
             exit_code = await stop_worker(process)
@@ -417,6 +423,7 @@ async def _measure(
         fill_rate=fill_rate,
         body_bytes=sum(len(to_body(e.event)) for e in events) / len(events),
         rss_kib=rss,
+        cpu_share=cpu / seconds,
         prefetch=prefetch,
         exit_code=exit_code,
         left=left,
