@@ -32,6 +32,7 @@ from aio_pika.abc import (
     AbstractQueue,
     AbstractRobustConnection,
 )
+from prometheus_client import Counter
 
 from consumers.event import Event, InvalidEvent, Unprocessable
 from consumers.metrics import WorkerMetrics
@@ -90,6 +91,9 @@ class Worker:
         self._closing = False
         self._tasks: set[asyncio.Task[None]] = set()
         self.metrics.prepare(spec.queue)
+        # Label children resolved once: labels() costs a lock and hashing on every call.
+        self._handler_seconds = self.metrics.handler_seconds.labels(spec.queue)
+        self._outcomes: dict[str, Counter] = {}
 
     @property
     def healthy(self) -> bool:
@@ -270,11 +274,16 @@ class Worker:
 
     def _timed(self, started: float) -> float:
         duration = time.perf_counter() - started
-        self.metrics.handler_seconds.labels(self.spec.queue).observe(duration)
+        self._handler_seconds.observe(duration)
         return duration
 
     def _count(self, outcome: str) -> None:
-        self.metrics.deliveries.labels(self.spec.queue, outcome).inc()
+        counter = self._outcomes.get(outcome)
+        if counter is None:
+            counter = self._outcomes[outcome] = self.metrics.deliveries.labels(
+                self.spec.queue, outcome
+            )
+        counter.inc()
 
 
 async def run_worker(

@@ -78,6 +78,9 @@ class PostgresStateStore(SqlStateStore):
                 max_size=POOL_MAX_SIZE,
                 timeout=CONNECT_TIMEOUT_S,
                 server_settings=settings,
+                # The default reset sends a second query after every statement; the store
+                # only runs single autocommitted statements and sets nothing per session.
+                reset=_no_reset,
             )
         except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             raise StateStoreUnavailable(
@@ -118,3 +121,7 @@ async def _prepare(pool: asyncpg.Pool, schema_name: str | None) -> None:
             await connection.execute(f"SET LOCAL search_path TO {_quote(schema_name)}")
         for statement in schema.create_tables(schema.POSTGRES_TYPES):
             await connection.execute(statement)
+
+
+async def _no_reset(_connection: asyncpg.Connection) -> None:
+    """Pool connections need no reset between uses (see ``create_pool`` above)."""
