@@ -23,7 +23,7 @@ def unique_prefix() -> str:
 
 
 def topology_names(
-    prefix: str, backoff: Iterable[float] = (1, 5, 30, 120)
+    prefix: str, backoff: Iterable[float] = (0.05, 0.1, 0.2, 0.5, 1, 5, 30, 120)
 ) -> tuple[list[str], list[str]]:
     """(exchanges, queues) the gateway and built-in workers may declare under ``prefix``."""
     names = Names.for_prefix(prefix)
