@@ -17,6 +17,7 @@ from gateway.app import PUBLISHER, create_app
 from gateway.auth import hash_token
 from gateway.settings import AmqpSettings, HttpSettings, Settings, Source, TokenDigest
 from tests.broker import AMQP_URL, delete_everything, unique_prefix
+from tests.worker_support import Broker, broker
 
 FIXTURES = Path(__file__).parent / "fixtures"
 TOKENS = {
@@ -68,6 +69,13 @@ async def store(tmp_path: Path) -> AsyncIterator[StateStore]:
     opened = await open_store(f"sqlite:///{tmp_path / 'state.db'}")
     yield opened
     await opened.close()
+
+
+@pytest.fixture
+async def env() -> AsyncIterator[Broker]:
+    """A broker connection on a unique prefix, cleaned up afterwards."""
+    async with broker() as state:
+        yield state
 
 
 @pytest.fixture

@@ -47,6 +47,22 @@ async def _until(condition: Callable[[], bool], timeout: float) -> bool:
     return False
 
 
+async def _proxied_ingress(
+    aiohttp_client: Callable[..., Awaitable[TestClient]],  # type: ignore[type-arg]
+    prefix: str,
+    proxy: TcpProxy,
+    *,
+    publish_timeout_s: float,
+) -> TestClient:  # type: ignore[type-arg]
+    """An ingress that reaches the broker only through ``proxy``, connected and ready."""
+    settings = make_settings(prefix, publish_timeout_s=publish_timeout_s)
+    proxied = AMQP_URL.replace(f":{urlsplit(AMQP_URL).port or 5672}/", f":{proxy.port}/")
+    app = create_app(replace(settings, amqp=replace(settings.amqp, url=proxied)))
+    client = await aiohttp_client(app)
+    await asyncio.wait_for(app[PUBLISHER].wait_ready(), 15)  # type: ignore[attr-defined]
+    return client
+
+
 async def test_broker_loss_mid_load(
     aiohttp_client: Callable[..., Awaitable[TestClient]],  # type: ignore[type-arg]
     prefix: str,
@@ -54,12 +70,7 @@ async def test_broker_loss_mid_load(
     amqp: AbstractRobustConnection,
 ) -> None:
     """Cut the broker under load: 204s are all stored, others got 503, service comes back."""
-    settings = make_settings(prefix, publish_timeout_s=1.0)
-    proxied = AMQP_URL.replace(f":{urlsplit(AMQP_URL).port or 5672}/", f":{proxy.port}/")
-    settings = replace(settings, amqp=replace(settings.amqp, url=proxied))
-    app = create_app(settings)
-    client = await aiohttp_client(app)
-    await asyncio.wait_for(app[PUBLISHER].wait_ready(), 15)  # type: ignore[attr-defined]
+    client = await _proxied_ingress(aiohttp_client, prefix, proxy, publish_timeout_s=1.0)
 
     channel = await amqp.channel()
     capture = await channel.declare_queue(f"{prefix}.capture", durable=False)
@@ -113,12 +124,7 @@ async def test_stalled_broker_is_503_within_the_publish_timeout(
     proxy: TcpProxy,
 ) -> None:
     """A broker that stops answering (as when blocked by an alarm) gives 503, never a hang."""
-    settings = make_settings(prefix, publish_timeout_s=0.5)
-    proxied = AMQP_URL.replace(f":{urlsplit(AMQP_URL).port or 5672}/", f":{proxy.port}/")
-    settings = replace(settings, amqp=replace(settings.amqp, url=proxied))
-    app = create_app(settings)
-    client = await aiohttp_client(app)
-    await asyncio.wait_for(app[PUBLISHER].wait_ready(), 15)  # type: ignore[attr-defined]
+    client = await _proxied_ingress(aiohttp_client, prefix, proxy, publish_timeout_s=0.5)
     body = (FIXTURES / "camara-roaming-status.json").read_bytes()
     proxy.stall()
     started = asyncio.get_running_loop().time()

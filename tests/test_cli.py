@@ -108,13 +108,7 @@ async def test_topology_declares_everything_idempotently(tmp_path: Path) -> None
 
 def test_serve_answers_and_stops_on_sigterm(tmp_path: Path) -> None:
     """serve comes up ready, answers /healthz, and exits 0 on SIGTERM."""
-    prefix = unique_prefix()
-    port = free_port()
-    config = tmp_path / "g.toml"
-    config.write_text(
-        f'[http]\nhost = "127.0.0.1"\nport = {port}\n[amqp]\nurl = "{AMQP_URL}"\n'
-        f'exchange = "{prefix}"\n'
-    )
+    prefix, port, config = _config(tmp_path, "")
     process = subprocess.Popen([*CLI, "serve", "--config", str(config)], stdout=subprocess.DEVNULL)
     try:
         assert _wait_ready(port, 20), "serve never became ready"
@@ -130,14 +124,11 @@ def test_serve_answers_and_stops_on_sigterm(tmp_path: Path) -> None:
 
 def test_run_serves_and_processes_in_one_process(tmp_path: Path) -> None:
     """run: ready once the workers consume; a callback reaches the state; SIGTERM exits 0."""
-    prefix = unique_prefix()
-    port = free_port()
-    config = tmp_path / "g.toml"
-    config.write_text(
-        f'[http]\nhost = "127.0.0.1"\nport = {port}\n[amqp]\nurl = "{AMQP_URL}"\n'
-        f'exchange = "{prefix}"\n[state]\nurl = "sqlite:///{tmp_path / "state.db"}"\n'
+    prefix, port, config = _config(
+        tmp_path,
+        f'[state]\nurl = "sqlite:///{tmp_path / "state.db"}"\n'
         f'[[sources]]\nname = "camara"\nadapter = "camara"\n'
-        f'tokens = ["{hash_token("run-token")}"]\n'
+        f'tokens = ["{hash_token("run-token")}"]\n',
     )
     process = subprocess.Popen([*CLI, "run", "--config", str(config)], stdout=subprocess.DEVNULL)
     try:
@@ -169,6 +160,17 @@ def test_run_serves_and_processes_in_one_process(tmp_path: Path) -> None:
         if process.poll() is None:
             process.kill()
         asyncio.run(delete_everything(prefix))
+
+
+def _config(tmp_path: Path, extra: str) -> tuple[str, int, Path]:
+    """A config on a free port and a unique exchange prefix: (prefix, port, path)."""
+    prefix, port = unique_prefix(), free_port()
+    config = tmp_path / "g.toml"
+    config.write_text(
+        f'[http]\nhost = "127.0.0.1"\nport = {port}\n[amqp]\nurl = "{AMQP_URL}"\n'
+        f'exchange = "{prefix}"\n{extra}'
+    )
+    return prefix, port, config
 
 
 def _wait_ready(port: int, timeout: float) -> bool:

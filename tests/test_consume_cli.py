@@ -7,7 +7,6 @@ import asyncio
 import json
 import signal
 import subprocess
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,6 @@ from tests.tcp_proxy import free_port
 from tests.worker_support import (
     Broker,
     as_received,
-    broker,
     eventually,
     fixture,
     make_settings,
@@ -39,13 +37,6 @@ from tests.worker_support import (
 )
 
 ROAMING = "org.camaraproject.device-roaming-status-subscriptions.v0."
-
-
-@pytest.fixture
-async def env() -> AsyncIterator[Broker]:
-    """A broker connection on a unique prefix, cleaned up afterwards."""
-    async with broker() as state:
-        yield state
 
 
 async def consumers_on(channel: AbstractChannel, queue: str) -> int:

@@ -4,7 +4,6 @@ replay them into the work queue."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -18,7 +17,6 @@ from gateway.topology import dlq_name
 from tests.worker_support import (
     Broker,
     as_received,
-    broker,
     delivered,
     fixture,
     make_settings,
@@ -30,13 +28,6 @@ from tests.worker_support import (
 )
 
 BINDING = "org.camaraproject.device-roaming-status-subscriptions.v0.*"
-
-
-@pytest.fixture
-async def env() -> AsyncIterator[Broker]:
-    """A broker connection on a unique prefix, cleaned up afterwards."""
-    async with broker() as state:
-        yield state
 
 
 async def failing(event: Event) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from dataclasses import replace
 
 import aiohttp
@@ -24,7 +23,6 @@ from tests.tcp_proxy import TcpProxy
 from tests.worker_support import (
     Broker,
     as_received,
-    broker,
     eventually,
     fixture,
     make_settings,
@@ -34,13 +32,6 @@ from tests.worker_support import (
 )
 
 BINDING = "org.camaraproject.device-roaming-status-subscriptions.v0.*"
-
-
-@pytest.fixture
-async def env() -> AsyncIterator[Broker]:
-    """A broker connection on a unique prefix, cleaned up afterwards."""
-    async with broker() as state:
-        yield state
 
 
 def _spec(env: Broker, settings: Settings, handler: object, name: str = "work") -> WorkerSpec:

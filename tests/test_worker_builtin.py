@@ -17,7 +17,6 @@ from tests.worker_support import (
     POSTGRES_URL,
     Broker,
     as_received,
-    broker,
     delivered,
     fixture,
     make_settings,
@@ -42,13 +41,6 @@ ROAMING_FIXTURES = [
     "camara-subscription-ended-roaming",
     "camara-subscription-ends-roaming",
 ]
-
-
-@pytest.fixture
-async def env() -> AsyncIterator[Broker]:
-    """A broker connection on a unique prefix, cleaned up afterwards."""
-    async with broker() as state:
-        yield state
 
 
 @pytest.fixture

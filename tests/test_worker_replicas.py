@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,6 @@ from gateway.cloudevent import rfc3339
 from tests.worker_support import (
     Broker,
     as_received,
-    broker,
     eventually,
     make_settings,
     publish_events,
@@ -31,13 +29,6 @@ from tests.worker_support import (
 
 ROAMING = "org.camaraproject.device-roaming-status-subscriptions.v0."
 REACHABILITY = "org.camaraproject.device-reachability-status-subscriptions.v0."
-
-
-@pytest.fixture
-async def env() -> AsyncIterator[Broker]:
-    """A broker connection on a unique prefix, cleaned up afterwards."""
-    async with broker() as state:
-        yield state
 
 
 def generated_events(rng: random.Random, devices: int, per_device: int) -> list[dict[str, Any]]:
