@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 import hashlib
-from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
-from multidict import CIMultiDict
 
-from gateway.adapters import AdapterError, BadRequest, Context, UnsupportedMediaType
+from gateway.adapters import BadRequest, Context, UnsupportedMediaType
 from gateway.adapters.camara import LEGACY_TYPES, normalize
-from gateway.cloudevent import CloudEvent
+from tests.adapter_support import FIXTURES, RECEIVED, Adapter, fixture, headers
 
-FIXTURES = Path(__file__).parent / "fixtures"
-RECEIVED = "2026-03-01T12:00:00.000Z"
 CTX = Context("camara", RECEIVED)
+ADAPTER = Adapter(normalize, CTX)
+send, rejection = ADAPTER.send, ADAPTER.rejection
 GATEWAY = {"gatewaysource": "camara", "gatewayreceived": RECEIVED}
 CAMARA_FIXTURES = sorted(path.name for path in FIXTURES.glob("camara-*.json"))
 PARTITION_KEYS = {
@@ -78,35 +76,6 @@ NAC_HYBRID: dict[str, Any] = {
         "deviceStatus": "CONNECTED_DATA",
     },
 }
-
-
-def fixture(name: str) -> dict[str, Any]:
-    """Load one JSON fixture."""
-    loaded: dict[str, Any] = orjson.loads((FIXTURES / name).read_bytes())
-    return loaded
-
-
-def headers(content_type: str | None = "application/json", *pairs: tuple[str, str]) -> Any:
-    """Request headers with an optional Content-Type and extra (name, value) pairs."""
-    result: CIMultiDict[str] = CIMultiDict()
-    if content_type is not None:
-        result["Content-Type"] = content_type
-    for name, value in pairs:
-        result.add(name, value)
-    return result
-
-
-def send(body: Any, content_type: str | None = "application/json") -> list[CloudEvent]:
-    """POST ``body`` as JSON to the camara adapter."""
-    return normalize(headers(content_type), orjson.dumps(body), CTX)
-
-
-def rejection(body: Any, content_type: str | None = "application/json") -> AdapterError:
-    """The AdapterError the camara adapter raises for this JSON body."""
-    raw = body if isinstance(body, bytes) else orjson.dumps(body)
-    with pytest.raises(AdapterError) as info:
-        normalize(headers(content_type), raw, CTX)
-    return info.value
 
 
 def digest(body: Any) -> str:

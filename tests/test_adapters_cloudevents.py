@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -13,9 +12,9 @@ from multidict import CIMultiDict
 from gateway.adapters import ADAPTERS, AdapterError, BadRequest, Context, UnsupportedMediaType
 from gateway.adapters.cloudevents import normalize
 from gateway.cloudevent import CloudEvent
+from tests.adapter_support import FIXTURES, RECEIVED, fixture
+from tests.adapter_support import headers as base_headers
 
-FIXTURES = Path(__file__).parent / "fixtures"
-RECEIVED = "2026-03-01T12:00:00.000Z"
 CTX = Context("partner-events", RECEIVED)
 STRUCTURED = "application/cloudevents+json"
 BATCH = "application/cloudevents-batch+json"
@@ -67,20 +66,9 @@ SPEC_BATCH: list[dict[str, Any]] = [
 ]
 
 
-def fixture(name: str) -> dict[str, Any]:
-    """Load one JSON fixture."""
-    loaded: dict[str, Any] = orjson.loads((FIXTURES / name).read_bytes())
-    return loaded
-
-
 def headers(content_type: str | None = STRUCTURED, *pairs: tuple[str, str]) -> CIMultiDict[str]:
-    """Request headers with an optional Content-Type and extra (name, value) pairs."""
-    result: CIMultiDict[str] = CIMultiDict()
-    if content_type is not None:
-        result["Content-Type"] = content_type
-    for name, value in pairs:
-        result.add(name, value)
-    return result
+    """Request headers; structured mode unless another Content-Type is given."""
+    return base_headers(content_type, *pairs)
 
 
 def minimal(**changes: Any) -> dict[str, Any]:

@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
-from multidict import CIMultiDict
 
-from gateway.adapters import AdapterError, BadRequest, Context, UnsupportedMediaType
+from gateway.adapters import BadRequest, Context, UnsupportedMediaType
 from gateway.adapters.notify_delivery_status import normalize
-from gateway.cloudevent import CloudEvent
+from tests.adapter_support import FIXTURES, RECEIVED, Adapter, fixture, headers
 
-FIXTURES = Path(__file__).parent / "fixtures"
-RECEIVED = "2026-03-01T12:00:00.000Z"
 CTX = Context("notify-status", RECEIVED)
+ADAPTER = Adapter(normalize, CTX)
+send, rejection = ADAPTER.send, ADAPTER.rejection
 NOTIFY_ID = "740e5834-3a29-46b4-9a6f-16142fde533a"
 # GOV.UK field table (no public SMS receipt example exists), with its extra template fields.
 SMS_RECEIPT: dict[str, Any] = {
@@ -34,32 +32,7 @@ SMS_RECEIPT: dict[str, Any] = {
 
 def receipt(**changes: Any) -> dict[str, Any]:
     """The email receipt fixture with some members changed."""
-    loaded: dict[str, Any] = orjson.loads(
-        (FIXTURES / "notify-delivery-email-delivered.json").read_bytes()
-    )
-    loaded.update(changes)
-    return loaded
-
-
-def headers(content_type: str | None = "application/json") -> CIMultiDict[str]:
-    """Request headers as Notify sends them."""
-    result: CIMultiDict[str] = CIMultiDict({"Authorization": "Bearer x"})
-    if content_type is not None:
-        result["Content-Type"] = content_type
-    return result
-
-
-def send(body: Any, content_type: str | None = "application/json") -> list[CloudEvent]:
-    """POST ``body`` as JSON to the adapter."""
-    return normalize(headers(content_type), orjson.dumps(body), CTX)
-
-
-def rejection(body: Any, content_type: str | None = "application/json") -> AdapterError:
-    """The AdapterError the adapter raises for this body."""
-    raw = body if isinstance(body, bytes) else orjson.dumps(body)
-    with pytest.raises(AdapterError) as info:
-        normalize(headers(content_type), raw, CTX)
-    return info.value
+    return fixture("notify-delivery-email-delivered.json", **changes)
 
 
 def test_email_delivered_fixture_exactly() -> None:

@@ -2,49 +2,24 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
-from multidict import CIMultiDict
 
-from gateway.adapters import AdapterError, BadRequest, Context, UnsupportedMediaType
+from gateway.adapters import BadRequest, Context, UnsupportedMediaType
 from gateway.adapters.notify_inbound_sms import normalize
-from gateway.cloudevent import CloudEvent
+from tests.adapter_support import FIXTURES, RECEIVED, Adapter, fixture, headers
 
-FIXTURES = Path(__file__).parent / "fixtures"
-RECEIVED = "2026-03-01T12:00:00.000Z"
 CTX = Context("notify-inbound", RECEIVED)
+ADAPTER = Adapter(normalize, CTX)
+send, rejection = ADAPTER.send, ADAPTER.rejection
 MESSAGE_ID = "f3a1b2c4-5d6e-4f70-8a9b-0c1d2e3f4a5b"
 
 
 def message(**changes: Any) -> dict[str, Any]:
     """The inbound SMS fixture with some members changed."""
-    loaded: dict[str, Any] = orjson.loads((FIXTURES / "notify-inbound-sms.json").read_bytes())
-    loaded.update(changes)
-    return loaded
-
-
-def headers(content_type: str | None = "application/json") -> CIMultiDict[str]:
-    """Request headers as Notify sends them."""
-    result: CIMultiDict[str] = CIMultiDict()
-    if content_type is not None:
-        result["Content-Type"] = content_type
-    return result
-
-
-def send(body: Any, content_type: str | None = "application/json") -> list[CloudEvent]:
-    """POST ``body`` as JSON to the adapter."""
-    return normalize(headers(content_type), orjson.dumps(body), CTX)
-
-
-def rejection(body: Any, content_type: str | None = "application/json") -> AdapterError:
-    """The AdapterError the adapter raises for this body."""
-    raw = body if isinstance(body, bytes) else orjson.dumps(body)
-    with pytest.raises(AdapterError) as info:
-        normalize(headers(content_type), raw, CTX)
-    return info.value
+    return fixture("notify-inbound-sms.json", **changes)
 
 
 def test_inbound_fixture_exactly() -> None:
