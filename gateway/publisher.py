@@ -14,11 +14,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import aio_pika
 import aiormq
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnection
+from aiormq.channel import Channel as AiormqChannel
 from aiormq.exceptions import AMQPError, ChannelInvalidStateError
 from pamqp.commands import Basic
 
@@ -159,12 +160,14 @@ class Publisher:
         self, exchange: str, messages: list[tuple[bytes, Basic.Properties, str]]
     ) -> None:
         """Publish straight on the channel underneath aio-pika (the hot path: no Message
-        objects) with ``mandatory`` off: the alternate exchange keeps unroutable events, and
-        mandatory with a reused message id can hang a publish (aio-pika #689)."""
+        objects) and wait for every confirm. ``mandatory`` is off: the alternate exchange keeps
+        unroutable events, and mandatory with a reused message id can hang a publish
+        (aio-pika #689)."""
         assert self._channel is not None
         try:
             async with asyncio.timeout(self._amqp.publish_timeout_s):
-                channel = await self._channel.get_underlay_channel()
+                # The concrete aiormq channel: its basic_publish takes ``wait``.
+                channel = cast(AiormqChannel, await self._channel.get_underlay_channel())
                 confirms = [
                     channel.basic_publish(
                         body,
@@ -172,6 +175,10 @@ class Publisher:
                         routing_key=key,
                         properties=properties,
                         mandatory=False,
+                        # Don't hold the channel lock until the frame is written: other
+                        # requests' publishes can queue meanwhile. The confirm still
+                        # proves the broker has the message.
+                        wait=False,
                     )
                     for body, properties, key in messages
                 ]
