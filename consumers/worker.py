@@ -11,8 +11,17 @@ at once. A handler gets an ``Event``, never the AMQP message; the worker alone s
 
 The connection is aio-pika's robust one: after a reconnect the channel re-declares the
 topology and consumes again by itself; a message whose channel died is not acked and comes
-back. Shutdown (``stop`` set): cancel the consumer, wait up to ``drain_timeout_s`` for the
-handlers in flight, cancel the rest (their messages are redelivered), close the channel, the
+back.
+
+Built-in handlers (``handler_factory``) run in batches: the deliveries that are ready at the
+same time (at most ``prefetch``; nothing waits for more) each go through the handler built
+over a ``WriteRecorder``, which turns the event into its store writes or fails it alone; the
+batch's writes are then applied at once (``StateStore.apply_writes``) and its messages acked
+(``consumers.acks``: one ``multiple`` ack where that is safe). If applying the batch fails,
+each of its events is delivered alone, as a custom handler's is.
+
+Shutdown (``stop`` set): cancel the consumer, wait up to ``drain_timeout_s`` for the handlers
+(batches) in flight, cancel the rest (their messages are redelivered), close the channel, the
 connection and the state store it opened. Cancelling ``run`` skips the wait.
 """
 
@@ -34,9 +43,11 @@ from aio_pika.abc import (
 )
 from prometheus_client import Counter
 
+from consumers.acks import AckTracker
 from consumers.event import Event, InvalidEvent, Unprocessable
 from consumers.metrics import WorkerMetrics
 from consumers.retry import attempts_made, error_line, republished, route_failure
+from consumers.state.writes import WriteRecorder
 from gateway.logs import get_logger
 from gateway.settings import Settings
 from gateway.topology import declare_worker_queue
@@ -47,6 +58,9 @@ if TYPE_CHECKING:
 Handler = Callable[[Event], Awaitable[None]]
 HandlerFactory = Callable[["StateStore"], Handler]
 CLOSE_TIMEOUT_S = 5.0
+# Batches being processed at once: while they are, new deliveries gather into the next one
+# (one batch could leave the CPU idle during a database round trip, many would be small).
+BATCHES_IN_FLIGHT = 2
 
 log = get_logger("consumers.worker")
 
@@ -90,6 +104,13 @@ class Worker:
         self._consuming = False
         self._closing = False
         self._tasks: set[asyncio.Task[None]] = set()
+        # Batching (built-in handlers only): deliveries waiting for the next batch.
+        self._batch_store: StateStore | None = None
+        self._pending: list[AbstractIncomingMessage] = []
+        self._flush_scheduled = False
+        self._batches = 0
+        self._acks = AckTracker()
+        self._ack_lock = asyncio.Lock()
         self.metrics.prepare(spec.queue)
         # Label children resolved once: labels() costs a lock and hashing on every call.
         self._handler_seconds = self.metrics.handler_seconds.labels(spec.queue)
@@ -122,6 +143,7 @@ class Worker:
             if self.spec.handler_factory is not None:
                 assert store is not None
                 self._handler = self.spec.handler_factory(store)
+                self._batch_store = store
             await self._consume(stop, ready)
         finally:
             if own_store and store is not None:
@@ -169,17 +191,27 @@ class Worker:
             log.warning("consumer cancel failed", queue=self.spec.queue, error=error_line(exc))
 
     async def _drain(self, timeout_s: float) -> None:
-        if not self._tasks:
-            return
-        _done, pending = await asyncio.wait(set(self._tasks), timeout=timeout_s)
-        if pending:
+        # Finishing a batch may start the next one (deliveries that waited for it).
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while self._tasks or self._pending:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            if not self._tasks:
+                self._schedule_flush()
+                await asyncio.sleep(0)
+                continue
+            _done, _pending = await asyncio.wait(set(self._tasks), timeout=remaining)
+        if self._tasks or self._pending:
             log.warning(
                 "drain timed out; cancelling handlers, their messages will be redelivered",
                 queue=self.spec.queue,
-                cancelled=len(pending),
+                cancelled=len(self._tasks) + len(self._pending),
             )
 
     async def _cancel_in_flight(self) -> None:
+        self._pending.clear()  # not acked: the broker delivers them again
         tasks = set(self._tasks)
         for task in tasks:
             task.cancel()
@@ -189,11 +221,148 @@ class Worker:
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
         if self._closing:
             # Delivered between "stop" and the consumer's cancel: hand it straight back.
-            await _settle(message.nack(requeue=True))
+            if await _settle(message.nack(requeue=True)):
+                self._acks.settled(message)
             return
-        task = asyncio.create_task(self._deliver(message))
+        if self._batch_store is None:
+            self._spawn(self._deliver(message))
+            return
+        self._pending.append(message)
+        self._schedule_flush()
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
+
+    def _schedule_flush(self) -> None:
+        if not self._flush_scheduled and self._pending and self._batches < BATCHES_IN_FLIGHT:
+            # Once round the loop: the deliveries read with this one join its batch.
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        if not self._pending or self._batches >= BATCHES_IN_FLIGHT:
+            return
+        batch, self._pending = self._pending, []
+        self._batches += 1
+        self._spawn(self._deliver_batch(batch)).add_done_callback(self._batch_done)
+
+    def _batch_done(self, _task: asyncio.Task[None]) -> None:
+        self._batches -= 1
+        self._schedule_flush()
+
+    async def _deliver_batch(self, messages: list[AbstractIncomingMessage]) -> None:
+        """Turn each message into store writes, apply them at once, ack (module docstring)."""
+        assert self.spec.handler_factory is not None
+        assert self._batch_store is not None
+        started = time.perf_counter()
+        recorder = WriteRecorder(self._batch_store)
+        handle = self.spec.handler_factory(recorder)
+        ready: list[tuple[AbstractIncomingMessage, Event, int]] = []
+        for message in messages:
+            attempt = attempts_made(message.headers) + 1
+            try:
+                event = Event.from_body(message.body)
+            except InvalidEvent as exc:
+                context = {"event_id": message.message_id, "event_type": message.type}
+                self._spawn(self._failed_in(context, message, exc, attempt, 0.0))
+                continue
+            context = {"event_id": event.id, "event_type": event.type, "source": event.source}
+            mark = len(recorder.writes)
+            try:
+                with structlog.contextvars.bound_contextvars(**context):
+                    await handle(event)
+            except Exception as exc:
+                del recorder.writes[mark:]  # none of a failed event's writes are applied
+                # Retried or dead-lettered on its own: the batch does not wait for that.
+                self._spawn(self._failed_in(context, message, exc, attempt, self._timed(started)))
+                continue
+            ready.append((message, event, attempt))
+        await self._commit(ready, recorder, started)
+
+    async def _commit(
+        self,
+        ready: list[tuple[AbstractIncomingMessage, Event, int]],
+        recorder: WriteRecorder,
+        started: float,
+    ) -> None:
+        if not ready:
+            return
+        assert self._batch_store is not None
+        try:
+            await self._batch_store.apply_writes(recorder.writes)
+        except Exception as exc:
+            log.warning(
+                "batch write failed; delivering its events one by one",
+                queue=self.spec.queue,
+                events=len(ready),
+                error=error_line(exc),
+            )
+            await asyncio.gather(*(self._deliver(message) for message, _, _ in ready))
+            return
+        duration = time.perf_counter() - started
+        acked = await self._ack_all([message for message, _, _ in ready])
+        for message, event, attempt in ready:
+            self._handler_seconds.observe(duration)
+            if message in acked:
+                self._count("ok")
+                log.info(
+                    "delivery",
+                    queue=self.spec.queue,
+                    outcome="ok",
+                    attempt=attempt,
+                    duration_ms=round(duration * 1000, 3),
+                    event_id=event.id,
+                    event_type=event.type,
+                    source=event.source,
+                )
+
+    async def _ack_all(
+        self, messages: list[AbstractIncomingMessage]
+    ) -> set[AbstractIncomingMessage]:
+        """Ack ``messages``; the ones whose ack was sent.
+
+        Batches ack one after the other (``_ack_lock``, held until every frame is written):
+        a ``multiple`` ack may only cover tags whose own ack frames are already out, and
+        aiormq's write queue can reorder puts from concurrent tasks once it is full.
+        """
+        async with self._ack_lock:
+            return await self._ack_batch(messages)
+
+    async def _ack_batch(
+        self, messages: list[AbstractIncomingMessage]
+    ) -> set[AbstractIncomingMessage]:
+        multiple, singles = self._acks.plan(messages)
+        acked: set[AbstractIncomingMessage] = set()
+        if multiple is not None:
+            alone = set(singles)
+            covered = [message for message in messages if message not in alone]
+            for message in covered:
+                self._acks.settled(message)
+            if await _settle(multiple.ack(multiple=True)):
+                acked.update(covered)
+        if singles:
+            sent = await asyncio.gather(*(self._ack_one(message) for message in singles))
+            acked.update(message for message, ok in zip(singles, sent, strict=True) if ok)
+        return acked
+
+    async def _ack_one(self, message: AbstractIncomingMessage) -> bool:
+        self._acks.settled(message)
+        return await _settle(message.ack())
+
+    async def _failed_in(
+        self,
+        context: dict[str, Any],
+        message: AbstractIncomingMessage,
+        exc: Exception,
+        attempt: int,
+        duration: float,
+    ) -> None:
+        with structlog.contextvars.bound_contextvars(**context):
+            await self._failed(message, exc, attempt, duration)
 
     async def _deliver(self, message: AbstractIncomingMessage) -> None:
         attempt = attempts_made(message.headers) + 1
@@ -217,6 +386,7 @@ class Worker:
                 return
             duration = self._timed(started)
             if await _settle(message.ack()):
+                self._acks.settled(message)
                 self._count("ok")
                 log.info(
                     "delivery",
@@ -257,10 +427,12 @@ class Worker:
                 publish_error=error_line(publish_exc),
             )
             self._count("requeued")
-            await _settle(message.nack(requeue=True))
+            if await _settle(message.nack(requeue=True)):
+                self._acks.settled(message)
             return
         if not await _settle(message.ack()):
             return
+        self._acks.settled(message)
         self._count(outcome)
         (log.error if route.dead_letter else log.warning)(
             "delivery",

@@ -1,6 +1,7 @@
 """The state store on PostgreSQL, through an asyncpg pool.
 
-Every write is one autocommitted statement. ``?schema=<name>`` in the URL selects a schema
+Every write is one autocommitted statement; a batch of writes is one per table (over
+``unnest`` of arrays). ``?schema=<name>`` in the URL selects a schema
 (created if missing) through ``search_path``; the rest of the URL goes to asyncpg unchanged.
 Tables are created under a transaction-scoped advisory lock, so processes that start at the
 same moment do not trip over each other's ``CREATE``.
@@ -16,7 +17,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import asyncpg
 
 from consumers.state import schema
-from consumers.state.sql import SqlStateStore
+from consumers.state.sql import Rows, SqlStateStore
 from consumers.state.store import InvalidStateURL, StateStoreUnavailable, utc
 
 SCHEMES = ("postgresql", "postgres")
@@ -62,6 +63,7 @@ class PostgresStateStore(SqlStateStore):
     """``StateStore`` on PostgreSQL; create it with ``open``."""
 
     _statements = schema.POSTGRES_STATEMENTS
+    _batch_statements = schema.POSTGRES_BATCH_STATEMENTS
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
@@ -97,6 +99,17 @@ class PostgresStateStore(SqlStateStore):
         status = await self._pool.execute(statement, *arguments)
         # "INSERT 0 <rows>": 0 rows when ON CONFLICT neither inserted nor updated.
         return int(status.rsplit(" ", 1)[-1]) > 0
+
+    async def _write_batch(self, batch: list[tuple[str, Rows]]) -> None:
+        # One autocommitted statement per table: a batch that fails part way has applied
+        # whole statements only, and each is idempotent. No transaction spans two of them,
+        # so no lock is held across statements (rows are locked in key order within one).
+        for name, rows in batch:
+            if len(rows) == 1:
+                await self._pool.execute(getattr(self._statements, name), *rows[0])
+            else:
+                columns = [list(column) for column in zip(*rows, strict=True)]
+                await self._pool.execute(getattr(self._batch_statements, name), *columns)
 
     async def _fetch(self, statement: str, key: str) -> list[asyncpg.Record]:
         return await self._pool.fetch(statement, key)

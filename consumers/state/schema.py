@@ -98,6 +98,17 @@ WHERE {when}
 """  # noqa: S608
 
 
+def _unnest_upsert(single: str, types: str) -> str:
+    """``single`` (an ``_upsert`` statement, or an insert) for many rows: ``$n`` is an array
+    of the n-th column's values, of the given PostgreSQL ``types``."""
+    arrays = ", ".join(
+        f"${number}::{type_}[]" for number, type_ in enumerate(types.split(", "), start=1)
+    )
+    head, _values, tail = single.partition("\nVALUES (")
+    tail = tail.partition(")\n")[2]
+    return f"{head}\nSELECT * FROM unnest({arrays})\n{tail}"
+
+
 def _compare(time: str, event_id: str, operator: str) -> str:
     """The offered row's ``(time, event_id)`` ``operator`` the stored row's: ``store.wins``."""
     return f"(excluded.{time}, excluded.{event_id}) {operator} (stored.{time}, stored.{event_id})"
@@ -165,6 +176,31 @@ FROM inbound_messages WHERE message_id = $1
 """
 
 
+POSTGRES_STATEMENTS = Statements()
+
+
+class PostgresBatchStatements(NamedTuple):
+    """PostgreSQL's statements writing many rows at once, one array per column (``$n`` is
+    the n-th column of the single-row statement of the same name). The rows must have
+    distinct keys (an upsert cannot touch a row twice); sorted, so writers lock in order."""
+
+    update_roaming: str = _unnest_upsert(
+        POSTGRES_STATEMENTS.update_roaming, "text, boolean, integer, jsonb, timestamptz, text"
+    )
+    update_reachability: str = _unnest_upsert(
+        POSTGRES_STATEMENTS.update_reachability, "text, text, timestamptz, text"
+    )
+    update_subscription: str = _unnest_upsert(
+        POSTGRES_STATEMENTS.update_subscription, "text, text, text, text, timestamptz, text"
+    )
+    record_message_status: str = _unnest_upsert(
+        POSTGRES_STATEMENTS.record_message_status, "text, text, text, timestamptz, text"
+    )
+    record_inbound_sms: str = _unnest_upsert(
+        POSTGRES_STATEMENTS.record_inbound_sms, "text, text, text, text, timestamptz, text"
+    )
+
+
 _PLACEHOLDER = re.compile(r"\$(\d+)")
 
 
@@ -173,5 +209,5 @@ def sqlite_sql(statement: str) -> str:
     return _PLACEHOLDER.sub(r"?\1", statement)
 
 
-POSTGRES_STATEMENTS = Statements()
+POSTGRES_BATCH_STATEMENTS = PostgresBatchStatements()
 SQLITE_STATEMENTS = Statements._make(map(sqlite_sql, POSTGRES_STATEMENTS))

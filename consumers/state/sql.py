@@ -10,12 +10,16 @@ documented on ``StateStore``.
 from __future__ import annotations
 
 from abc import abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any, ClassVar, Protocol
 
 from consumers.state import store
 from consumers.state.schema import Statements
+from consumers.state.writes import Write, check, reduce_writes
+
+Rows = list[tuple[Any, ...]]
+"""Argument tuples of one single-row statement, in the order ``Statements`` binds them."""
 
 
 class Row(Protocol):
@@ -32,6 +36,10 @@ class SqlStateStore(store.StateStore):
     @abstractmethod
     async def _write(self, statement: str, arguments: tuple[Any, ...]) -> bool:
         """Run one autocommitted write; whether it inserted or updated a row."""
+
+    @abstractmethod
+    async def _write_batch(self, batch: list[tuple[str, Rows]]) -> None:
+        """Run each named statement (a ``Statements`` field) for each of its rows."""
 
     @abstractmethod
     async def _fetch(self, statement: str, key: str) -> Sequence[Row]:
@@ -126,6 +134,74 @@ class SqlStateStore(store.StateStore):
             self._statements.record_inbound_sms,
             (message_id, source_number, destination_number, message, received, event_id),
         )
+
+    async def apply_writes(self, writes: Iterable[Write]) -> None:
+        writes = list(writes)
+        for write in writes:
+            check(write)
+        reduced = reduce_writes(writes)
+        time = self._encode_time
+        batch: list[tuple[str, Rows]] = [
+            (
+                "update_roaming",
+                [
+                    (
+                        w.device,
+                        w.roaming,
+                        w.country_code,
+                        store.country_name_to_json(w.country_name),
+                        time(w.time),
+                        w.event_id,
+                    )
+                    for w in reduced.roaming
+                ],
+            ),
+            (
+                "update_reachability",
+                [
+                    (w.device, w.reachability, time(w.time), w.event_id)
+                    for w in reduced.reachability
+                ],
+            ),
+            (
+                "update_subscription",
+                [
+                    (
+                        w.subscription_id,
+                        w.api,
+                        w.status,
+                        w.termination_reason,
+                        time(w.time),
+                        w.event_id,
+                    )
+                    for w in reduced.subscriptions
+                ],
+            ),
+            (
+                "record_message_status",
+                [
+                    (w.message_id, w.status, w.notification_type, time(w.time), w.event_id)
+                    for w in reduced.message_statuses
+                ],
+            ),
+            (
+                "record_inbound_sms",
+                [
+                    (
+                        w.message_id,
+                        w.source_number,
+                        w.destination_number,
+                        w.message,
+                        None if w.received_time is None else time(w.received_time),
+                        w.event_id,
+                    )
+                    for w in reduced.inbound
+                ],
+            ),
+        ]
+        batch = [(name, rows) for name, rows in batch if rows]
+        if batch:
+            await self._write_batch(batch)
 
     async def device(self, key: str) -> dict[str, Any] | None:
         row = await self._one(self._statements.select_device, key)

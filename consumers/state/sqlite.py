@@ -1,7 +1,8 @@
 """The state store on SQLite: one file, shared by several worker processes.
 
 One aiosqlite connection per store, in autocommit mode: every write is one statement, so it
-has committed when it returns. WAL lets readers run beside the writer, and the busy timeout
+has committed when it returns; a batch of writes is one transaction, under a lock so no other
+write of this store joins it. WAL lets readers run beside the writer, and the busy timeout
 makes writers from other processes wait for each other instead of failing.
 
 Times are stored as fixed-width UTC text (``2023-01-17T13:18:23.682000Z``), so comparing
@@ -18,7 +19,7 @@ from typing import Any
 import aiosqlite
 
 from consumers.state import schema
-from consumers.state.sql import SqlStateStore
+from consumers.state.sql import Rows, SqlStateStore
 from consumers.state.store import InvalidStateURL, StateStoreUnavailable, utc
 
 URL_PREFIX = "sqlite:///"
@@ -53,6 +54,8 @@ class SQLiteStateStore(SqlStateStore):
 
     def __init__(self, connection: aiosqlite.Connection) -> None:
         self._db = connection
+        # Held while a batch's transaction is open, so no other write lands in it.
+        self._lock = asyncio.Lock()
 
     @classmethod
     async def open(cls, url: str) -> SQLiteStateStore:
@@ -80,11 +83,25 @@ class SQLiteStateStore(SqlStateStore):
         return cls(connection)
 
     async def _write(self, statement: str, arguments: tuple[Any, ...]) -> bool:
-        async with self._db.execute(statement, arguments) as cursor:
+        async with self._lock, self._db.execute(statement, arguments) as cursor:
             return cursor.rowcount > 0
 
+    async def _write_batch(self, batch: list[tuple[str, Rows]]) -> None:
+        async with self._lock:
+            try:
+                await self._db.execute("BEGIN IMMEDIATE")
+                for name, rows in batch:
+                    await self._db.executemany(getattr(self._statements, name), rows)
+                await self._db.commit()
+            except BaseException:
+                # Runs after whatever was sent before (even when cancelled mid-way), and is a
+                # no-op outside a transaction: no later write can land in this one.
+                await self._db.rollback()
+                raise
+
     async def _fetch(self, statement: str, key: str) -> list[sqlite3.Row]:
-        return list(await self._db.execute_fetchall(statement, (key,)))
+        async with self._lock:
+            return list(await self._db.execute_fetchall(statement, (key,)))
 
     def _encode_time(self, moment: datetime) -> str:
         return to_text(moment)

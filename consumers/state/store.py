@@ -21,11 +21,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import orjson
 
 from gateway.cloudevent import rfc3339
+
+if TYPE_CHECKING:
+    from consumers.state.writes import Write
 
 REACHABILITY_VALUES = frozenset({"DATA", "SMS", "DISCONNECTED"})
 SUBSCRIPTION_STATUSES = frozenset({"ACTIVE", "INACTIVE", "ENDED"})
@@ -98,6 +101,12 @@ class StateStore(Protocol):
         event_id: str,
     ) -> bool:
         """Keep an inbound SMS; the first write wins."""
+        ...
+
+    async def apply_writes(self, writes: Iterable[Write]) -> None:
+        """Apply a batch of writes (``consumers.state.writes``), ending in the state that
+        making each write alone, in any order, would give. Nothing is guaranteed about a
+        batch that raised: some of its writes may have been applied (apply them again)."""
         ...
 
     async def device(self, key: str) -> dict[str, Any] | None:
