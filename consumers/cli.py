@@ -29,6 +29,7 @@ from consumers.retry import error_line
 from consumers.worker import Worker, WorkerSpec, run_worker
 from gateway.cloudevent import rfc3339
 from gateway.logs import configure_logging, get_logger
+from gateway.loop import run as run_event_loop
 from gateway.settings import ConfigError, Settings, load_settings
 from gateway.topology import Names
 
@@ -272,7 +273,7 @@ def _run_async(coro: Any) -> int:
     from consumers.state import InvalidStateURL
 
     try:
-        code: int = _event_loop_runner()(coro)
+        code: int = run_event_loop(coro)
     except InvalidStateURL as exc:
         return _usage_error(str(exc))
     except NoSuchQueue as exc:
@@ -285,15 +286,6 @@ def _run_async(coro: Any) -> int:
         print(f"{PROG}: {error_line(exc)}", file=sys.stderr)
         return 1
     return code
-
-
-def _event_loop_runner() -> Any:
-    """uvloop where installed (as the ingress uses): about 20% more events/s per worker."""
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux and macOS
-        return asyncio.run
-    return uvloop.run
 
 
 def _print_json(value: Any) -> None:

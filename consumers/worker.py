@@ -369,10 +369,8 @@ class Worker:
         try:
             event = Event.from_body(message.body)
         except InvalidEvent as exc:
-            with structlog.contextvars.bound_contextvars(
-                event_id=message.message_id, event_type=message.type
-            ):
-                await self._failed(message, exc, attempt, 0.0)
+            context = {"event_id": message.message_id, "event_type": message.type}
+            await self._failed_in(context, message, exc, attempt, 0.0)
             return
         with structlog.contextvars.bound_contextvars(
             event_id=event.id, event_type=event.type, source=event.source

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable, Sequence
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from gateway.callbacks import CallbackHandlers, EventPublisher
 from gateway.logs import get_logger
@@ -72,12 +73,10 @@ def _publisher_lifecycle(
 
 
 @web.middleware
-async def problem_middleware(
-    request: web.Request, handler: Callable[[web.Request], object]
-) -> web.StreamResponse:
+async def problem_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Routing errors (404, 405) and bugs (500) answer problem+json too, never a traceback."""
     try:
-        response = await handler(request)  # type: ignore[misc]
+        return await handler(request)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -86,5 +85,3 @@ async def problem_middleware(
     except Exception:
         log.exception("unhandled error", path=request.path)
         return problem_response(500, "internal error; the request was not accepted")
-    assert isinstance(response, web.StreamResponse)
-    return response

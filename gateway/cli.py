@@ -8,8 +8,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from collections.abc import Callable, Sequence
-from typing import NoReturn
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any, NoReturn
 
 from gateway.settings import ConfigError, Settings, load_settings
 
@@ -83,19 +83,14 @@ def _fail_config(message: str) -> NoReturn:
     raise SystemExit(2)
 
 
-def run_async(coro_factory: Callable[[], object]) -> int:
-    """Run a coroutine on uvloop when available; Ctrl-C before the handlers exist is exit 1."""
-    try:
-        import uvloop
+def run_async(main: Coroutine[Any, Any, int]) -> int:
+    """Run a command's coroutine on the shared loop; Ctrl-C before the handlers exist is 1."""
+    from gateway.loop import run
 
-        runner: Callable[..., object] = uvloop.run
-    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux/macOS
-        runner = asyncio.run
     try:
-        result = runner(coro_factory())
+        return run(main)
     except KeyboardInterrupt:
         return 1
-    return int(result) if isinstance(result, int) else 0
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
@@ -111,13 +106,13 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         await serve_app(create_app(settings), host, port, stop)
         return 0
 
-    return run_async(main)
+    return run_async(main())
 
 
 def _run(args: argparse.Namespace, settings: Settings) -> int:
     from gateway.combined import run_combined
 
-    return run_async(lambda: run_combined(settings))
+    return run_async(run_combined(settings))
 
 
 def _topology(args: argparse.Namespace, settings: Settings) -> int:
@@ -144,7 +139,7 @@ def _topology(args: argparse.Namespace, settings: Settings) -> int:
         print(f"topology declared on exchange {settings.amqp.exchange!r}")
         return 0
 
-    return run_async(main)
+    return run_async(main())
 
 
 def _hash_token(args: argparse.Namespace, _settings: Settings) -> int:

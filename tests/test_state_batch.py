@@ -132,11 +132,13 @@ async def test_a_batch_respects_what_is_stored(store: StateStore) -> None:
 
 
 async def test_an_empty_batch_does_nothing(store: StateStore) -> None:
+    """Applying no writes changes nothing and touches no table."""
     await store.apply_writes([])
     assert await store.device(DEVICES[0]) is None
 
 
 async def test_a_bad_write_fails_the_batch_before_anything_is_written(store: StateStore) -> None:
+    """An invalid write in a batch fails it before any row is written."""
     good = ReachabilityWrite(DEVICES[0], "DATA", T0, "ev-1")
     with pytest.raises(ValueError, match="reachability"):
         await store.apply_writes([good, ReachabilityWrite(DEVICES[1], "ON", T0, "ev-2")])
@@ -172,6 +174,7 @@ async def test_concurrent_batches_from_two_stores_converge(state_url: str) -> No
 
 @given(updates=update_lists())
 def test_reduce_keeps_one_write_per_key_sorted(updates: list[Update]) -> None:
+    """Reducing a batch keeps the winning write per key, in key order."""
     reduced = reduce_writes(as_write(update) for update in updates)
     assert [w.device for w in reduced.roaming] == sorted({w.device for w in reduced.roaming})
     keys = [(w.message_id, w.status) for w in reduced.message_statuses]
@@ -182,6 +185,7 @@ def test_reduce_keeps_one_write_per_key_sorted(updates: list[Update]) -> None:
 
 
 async def test_the_recorder_checks_and_records(store: StateStore) -> None:
+    """The recorder validates writes like the store and records them instead of applying them."""
     recorder = WriteRecorder(store)
     assert await recorder.update_reachability(DEVICES[0], reachability="SMS", time=T0, event_id="e")
     with pytest.raises(ValueError, match="status"):
