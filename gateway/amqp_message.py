@@ -12,12 +12,14 @@ import orjson
 from aio_pika import DeliveryMode, Message
 from pamqp.commands import Basic
 
+from gateway.amqp_wire import Outgoing, string_table, table_key
 from gateway.cloudevent import HEADER_ATTRIBUTES, CloudEvent
 
 CONTENT_TYPE = "application/cloudevents+json"
 APP_ID = "event-gateway"
 PERSISTENT = int(DeliveryMode.PERSISTENT)
 _HEADER_NAMES = tuple((name, f"ce-{name}") for name in HEADER_ATTRIBUTES)
+_HEADER_KEYS = tuple((name, table_key(header)) for name, header in _HEADER_NAMES)
 
 
 def ce_headers(event: CloudEvent) -> dict[str, str]:
@@ -37,6 +39,24 @@ def to_properties(event: CloudEvent, received: datetime) -> Basic.Properties:
         timestamp=received,
         app_id=APP_ID,
         headers=ce_headers(event),  # type: ignore[arg-type]
+    )
+
+
+def to_outgoing(exchange: str, event: CloudEvent) -> Outgoing:
+    """The event's message as the ingress publishes it (``gateway.amqp_wire`` encodes it):
+    the same properties and headers as ``to_message``."""
+    event_type = str(event["type"])
+    headers = string_table(
+        (key, str(event[name])) for name, key in _HEADER_KEYS if event.get(name) is not None
+    )
+    return Outgoing(
+        exchange,
+        event_type,
+        orjson.dumps(event),
+        CONTENT_TYPE,
+        str(event["id"]),
+        event_type,
+        headers,
     )
 
 

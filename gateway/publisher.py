@@ -13,18 +13,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import uuid
 from datetime import datetime
 from typing import Any, cast
 
-import aio_pika
 import aiormq
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnection
 from aiormq.channel import Channel as AiormqChannel
 from aiormq.exceptions import AMQPError, ChannelInvalidStateError
-from pamqp.commands import Basic
 
-from gateway.amqp_message import APP_ID, PERSISTENT, to_body, to_properties
+from gateway.amqp_message import APP_ID, PERSISTENT, to_outgoing
+from gateway.amqp_wire import Outgoing
 from gateway.cloudevent import CloudEvent
+from gateway.confirm_stream import ConfirmStream, StreamTracker, connect_robust
 from gateway.logs import get_logger
 from gateway.settings import AmqpSettings
 from gateway.topology import Names, declare_ingress
@@ -34,6 +35,7 @@ log = get_logger(__name__)
 _BROKER_ERRORS = (TimeoutError, AMQPError, ChannelInvalidStateError, ConnectionError, OSError)
 _RECONNECT_DELAYS = (0.5, 1.0, 2.0, 5.0)
 RECONNECT_INTERVAL_S = 1.0
+REJECTED_TYPE = "event-gateway.rejected"
 
 
 class BrokerUnavailable(Exception):
@@ -54,6 +56,8 @@ class Publisher:
         self._connector: asyncio.Task[None] | None = None
         self._redeclaring: asyncio.Task[None] | None = None
         self._closing = False
+        self._streams = StreamTracker()
+        self._stream: ConfirmStream | None = None
 
     @property
     def ready(self) -> bool:
@@ -71,9 +75,10 @@ class Publisher:
         attempt = 0
         while not self._closing:
             try:
-                connection = await aio_pika.connect_robust(
+                connection = await connect_robust(
                     self._amqp.url,
-                    timeout=10,
+                    self._streams,
+                    connect_timeout_s=10,
                     reconnect_interval=RECONNECT_INTERVAL_S,
                     client_properties={"connection_name": "event-gateway ingress"},
                 )
@@ -133,55 +138,33 @@ class Publisher:
 
     async def publish_events(self, events: list[CloudEvent], received: datetime) -> None:
         """Publish every event and wait for every confirm, or raise BrokerUnavailable."""
-        exchange = self._exchange_or_raise(self._events)
-        await self._confirm(
-            exchange.name,
-            [(to_body(e), to_properties(e, received), e["type"]) for e in events],
-        )
+        exchange = self._exchange_or_raise(self._events).name
+        await self._confirm([to_outgoing(exchange, event) for event in events], received)
 
     async def publish_rejected(self, record: bytes, source: str, received: datetime) -> None:
         """Keep a rejected request on ``<prefix>.rejected``, confirmed, or raise."""
-        exchange = self._exchange_or_raise(self._rejected)
-        properties = Basic.Properties(
-            content_type="application/json",
-            delivery_mode=PERSISTENT,
-            timestamp=received,
-            app_id=APP_ID,
-            message_type="event-gateway.rejected",
+        exchange = self._exchange_or_raise(self._rejected).name
+        message = Outgoing(
+            exchange, source, record, "application/json", uuid.uuid4().hex, REJECTED_TYPE
         )
-        await self._confirm(exchange.name, [(record, properties, source)])
+        await self._confirm([message], received)
 
     def _exchange_or_raise(self, exchange: AbstractExchange | None) -> AbstractExchange:
         if exchange is None or not self._ready.is_set():
             raise BrokerUnavailable("not connected to the broker")
         return exchange
 
-    async def _confirm(
-        self, exchange: str, messages: list[tuple[bytes, Basic.Properties, str]]
-    ) -> None:
-        """Publish straight on the channel underneath aio-pika (the hot path: no Message
-        objects) and wait for every confirm. ``mandatory`` is off: the alternate exchange keeps
-        unroutable events, and mandatory with a reused message id can hang a publish
-        (aio-pika #689)."""
-        assert self._channel is not None
+    async def _confirm(self, messages: list[Outgoing], received: datetime) -> None:
+        """Write every message and wait for every confirm (``ConfirmStream``: the hot path).
+        ``mandatory`` is off: the alternate exchange keeps unroutable events, and mandatory
+        with a reused message id can hang a publish (aio-pika #689)."""
+        timestamp = int(received.timestamp())
         try:
             async with asyncio.timeout(self._amqp.publish_timeout_s):
-                # The concrete aiormq channel: its basic_publish takes ``wait``.
-                channel = cast(AiormqChannel, await self._channel.get_underlay_channel())
-                confirms = [
-                    channel.basic_publish(
-                        body,
-                        exchange=exchange,
-                        routing_key=key,
-                        properties=properties,
-                        mandatory=False,
-                        # Don't hold the channel lock until the frame is written: other
-                        # requests' publishes can queue meanwhile. The confirm still
-                        # proves the broker has the message.
-                        wait=False,
-                    )
-                    for body, properties, key in messages
-                ]
+                stream = self._stream
+                if stream is None or not stream.usable:
+                    stream = await self._open_stream()
+                confirms = [stream.publish(message, timestamp) for message in messages]
                 if len(confirms) == 1:
                     await confirms[0]
                 else:
@@ -194,3 +177,14 @@ class Publisher:
             raise BrokerUnavailable("the broker refused the message (nack)") from exc
         except _BROKER_ERRORS as exc:
             raise BrokerUnavailable(f"broker error: {exc or type(exc).__name__}") from exc
+
+    async def _open_stream(self) -> ConfirmStream:
+        """The publishing stream of the current channel (after a reconnect: the new one)."""
+        assert self._channel is not None
+        # The concrete aiormq channel: waits while the robust channel is being reopened.
+        channel = cast(AiormqChannel, await self._channel.get_underlay_channel())
+        writer = self._streams.writer
+        if writer is None or writer.is_closing():
+            raise ConnectionError("no open connection")
+        self._stream = ConfirmStream(channel, writer, delivery_mode=PERSISTENT, app_id=APP_ID)
+        return self._stream
