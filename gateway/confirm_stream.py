@@ -17,6 +17,7 @@ point) that remembers the stream of the newest connection it opened.
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from typing import Any
 
 from aio_pika import RobustConnection
@@ -31,6 +32,8 @@ from gateway.amqp_wire import Outgoing, PublishEncoder
 # reading (a memory or disk alarm blocks publishers that way) must not grow the buffer
 # without bound while the senders retry.
 MAX_UNSENT_BYTES = 8 * 1024 * 1024
+# How often answered confirms are dropped from the deadline queue while publishes are pending.
+SWEEP_INTERVAL_S = 0.25
 
 
 class StreamTracker(TransportFactory):
@@ -63,13 +66,29 @@ async def connect_robust(
 
 
 class ConfirmStream:
-    """Publishes on ``channel`` (confirm mode, used for nothing else) through ``writer``."""
+    """Publishes on ``channel`` (confirm mode, used for nothing else) through ``writer``.
+
+    Frames written in one turn of the event loop go out in one write. A confirm that has not
+    come ``timeout_s`` after its publish is cancelled: one deadline queue for the stream instead
+    of a timer per request (the deadlines arrive in order, the timeout being the same for all).
+    """
 
     def __init__(
-        self, channel: Channel, writer: asyncio.StreamWriter, *, delivery_mode: int, app_id: str
+        self,
+        channel: Channel,
+        writer: asyncio.StreamWriter,
+        *,
+        timeout_s: float,
+        delivery_mode: int,
+        app_id: str,
     ) -> None:
         self.channel = channel
         self._transport = writer.transport
+        self._unsent: list[bytes] = []
+        self._loop = asyncio.get_running_loop()
+        self._timeout_s = timeout_s
+        self._deadlines: deque[tuple[float, asyncio.Future[Any]]] = deque()
+        self._sweeper: asyncio.TimerHandle | None = None
         self._encoder = PublishEncoder(
             channel.number,
             channel.max_content_size,
@@ -95,5 +114,28 @@ class ConfirmStream:
         # Registered with the channel, so closing it fails the future instead of leaving it.
         confirmation = channel.create_future()
         channel.confirmations[channel.delivery_tag] = confirmation
-        self._transport.write(frames)
+        if not self._unsent:
+            self._loop.call_soon(self._flush)
+        self._unsent.append(frames)
+        self._deadlines.append((self._loop.time() + self._timeout_s, confirmation))
+        if self._sweeper is None:
+            self._sweeper = self._loop.call_later(
+                min(self._timeout_s, SWEEP_INTERVAL_S), self._sweep
+            )
         return confirmation
+
+    def _flush(self) -> None:
+        unsent, self._unsent = self._unsent, []
+        self._transport.writelines(unsent)
+
+    def _sweep(self) -> None:
+        """Cancel the confirms past their deadline; drop the answered ones from the queue."""
+        now = self._loop.time()
+        deadlines = self._deadlines
+        while deadlines and (deadlines[0][0] <= now or deadlines[0][1].done()):
+            _, confirmation = deadlines.popleft()
+            confirmation.cancel()  # no-op when answered
+        self._sweeper = None
+        if deadlines:
+            wake = min(deadlines[0][0], now + SWEEP_INTERVAL_S)
+            self._sweeper = self._loop.call_at(wake, self._sweep)

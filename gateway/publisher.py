@@ -160,23 +160,30 @@ class Publisher:
         with a reused message id can hang a publish (aio-pika #689)."""
         timestamp = int(received.timestamp())
         try:
-            async with asyncio.timeout(self._amqp.publish_timeout_s):
-                stream = self._stream
-                if stream is None or not stream.usable:
+            stream = self._stream
+            if stream is None or not stream.usable:
+                async with asyncio.timeout(self._amqp.publish_timeout_s):
                     stream = await self._open_stream()
-                confirms = [stream.publish(message, timestamp) for message in messages]
-                if len(confirms) == 1:
-                    await confirms[0]
-                else:
-                    await asyncio.gather(*confirms)
+            # The stream cancels a confirm that is not in by the publish timeout.
+            confirms = [stream.publish(message, timestamp) for message in messages]
+            if len(confirms) == 1:
+                await confirms[0]
+            else:
+                await asyncio.gather(*confirms)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # this request is being cancelled, not the confirm
+            raise self._timed_out() from None
         except TimeoutError:
-            raise BrokerUnavailable(
-                f"no confirm within {self._amqp.publish_timeout_s:g}s"
-            ) from None
+            raise self._timed_out() from None
         except aiormq.exceptions.DeliveryError as exc:
             raise BrokerUnavailable("the broker refused the message (nack)") from exc
         except _BROKER_ERRORS as exc:
             raise BrokerUnavailable(f"broker error: {exc or type(exc).__name__}") from exc
+
+    def _timed_out(self) -> BrokerUnavailable:
+        return BrokerUnavailable(f"no confirm within {self._amqp.publish_timeout_s:g}s")
 
     async def _open_stream(self) -> ConfirmStream:
         """The publishing stream of the current channel (after a reconnect: the new one)."""
@@ -186,5 +193,11 @@ class Publisher:
         writer = self._streams.writer
         if writer is None or writer.is_closing():
             raise ConnectionError("no open connection")
-        self._stream = ConfirmStream(channel, writer, delivery_mode=PERSISTENT, app_id=APP_ID)
+        self._stream = ConfirmStream(
+            channel,
+            writer,
+            timeout_s=self._amqp.publish_timeout_s,
+            delivery_mode=PERSISTENT,
+            app_id=APP_ID,
+        )
         return self._stream
