@@ -81,8 +81,10 @@ class ConfirmStream:
         timeout_s: float,
         delivery_mode: int,
         app_id: str,
+        max_unsent_bytes: int = MAX_UNSENT_BYTES,
     ) -> None:
         self.channel = channel
+        self._max_unsent = max_unsent_bytes
         self._transport = writer.transport
         self._unsent: list[bytes] = []
         self._loop = asyncio.get_running_loop()
@@ -101,12 +103,17 @@ class ConfirmStream:
         """The channel is open and its connection's socket too."""
         return not self.channel.is_closed and not self._transport.is_closing()
 
+    @property
+    def pending(self) -> int:
+        """Publishes still in the deadline queue (unanswered, or answered but not yet swept)."""
+        return len(self._deadlines)
+
     def publish(self, message: Outgoing, timestamp: int) -> asyncio.Future[Any]:
         """Write one message; the future resolves with the broker's ack (or fails: nack,
         channel or connection closed). Raises ConnectionError when it can't be written."""
         if not self.usable:
             raise ConnectionError("the channel is closed")
-        if self._transport.get_write_buffer_size() > MAX_UNSENT_BYTES:
+        if self._transport.get_write_buffer_size() > self._max_unsent:
             raise ConnectionError("the broker is not reading (unsent data piling up)")
         frames = self._encoder.encode(message, timestamp)
         channel = self.channel

@@ -1,0 +1,201 @@
+"""ConfirmStream against the real broker: frames written straight to the socket are published
+whole and in order, confirms resolve, and a broker that stops answering fails them in time."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import cast
+from urllib.parse import urlsplit
+
+import aio_pika
+import pytest
+from aio_pika.abc import AbstractChannel, AbstractRobustConnection
+from aiormq.channel import Channel
+
+from gateway.amqp_wire import Outgoing, string_table, table_key
+from gateway.confirm_stream import ConfirmStream, StreamTracker, connect_robust
+from tests.broker import AMQP_URL, drain
+from tests.tcp_proxy import TcpProxy
+
+TIMESTAMP = 1_795_000_000
+_ids = itertools.count()
+
+
+@dataclass
+class Publishing:
+    """A stream on its own connection, an exchange and a queue bound to it with ``#``."""
+
+    stream: ConfirmStream
+    connection: AbstractRobustConnection
+    reader: AbstractChannel
+    exchange: str
+    queue: str
+
+    def message(self, body: bytes = b"{}", **headers: str) -> Outgoing:
+        table = string_table((table_key(k), v) for k, v in headers.items()) if headers else b""
+        identifier = f"m-{next(_ids)}"
+        return Outgoing(self.exchange, "t.x", body, "application/json", identifier, "t.x", table)
+
+
+async def _publishing(
+    prefix: str, url: str = AMQP_URL, *, timeout_s: float = 5.0, max_unsent_bytes: int = 1 << 23
+) -> Publishing:
+    streams = StreamTracker()
+    connection = await connect_robust(url, streams, connect_timeout_s=10)
+    reader = await connection.channel()
+    exchange = await reader.declare_exchange(prefix, aio_pika.ExchangeType.TOPIC, auto_delete=True)
+    queue = await reader.declare_queue(f"{prefix}.capture", auto_delete=False)
+    await queue.bind(exchange, "#")
+    channel = await connection.channel(publisher_confirms=True)
+    wire = cast(Channel, await channel.get_underlay_channel())
+    assert streams.writer is not None
+    stream = ConfirmStream(
+        wire,
+        streams.writer,
+        timeout_s=timeout_s,
+        delivery_mode=2,
+        app_id="test",
+        max_unsent_bytes=max_unsent_bytes,
+    )
+    return Publishing(stream, connection, reader, prefix, queue.name)
+
+
+@pytest.fixture
+async def publishing(prefix: str) -> AsyncIterator[Publishing]:
+    setup = await _publishing(prefix)
+    yield setup
+    await setup.connection.close()
+
+
+@pytest.fixture
+async def proxy() -> AsyncIterator[TcpProxy]:
+    target = urlsplit(AMQP_URL)
+    proxy = TcpProxy(target.hostname or "127.0.0.1", target.port or 5672)
+    await proxy.start()
+    yield proxy
+    await proxy.close()
+
+
+def _through(proxy: TcpProxy) -> str:
+    return AMQP_URL.replace(f":{urlsplit(AMQP_URL).port or 5672}/", f":{proxy.port}/")
+
+
+async def _until(condition: Callable[[], bool], timeout: float) -> bool:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while asyncio.get_running_loop().time() < deadline:
+        if condition():
+            return True
+        await asyncio.sleep(0.02)  # poll interval of a deadline poll
+    return condition()
+
+
+async def test_many_concurrent_publishes_arrive_whole_and_in_order(
+    publishing: Publishing,
+) -> None:
+    """500 publishes in one loop turn are all confirmed and stored in publish order."""
+    messages = [publishing.message(f'{{"n":{n}}}'.encode(), **{"ce-n": str(n)}) for n in range(500)]
+    confirms = [publishing.stream.publish(m, TIMESTAMP) for m in messages]
+    await asyncio.wait_for(asyncio.gather(*confirms), 10)
+    stored = await drain(publishing.reader, publishing.queue, 500)
+    assert [m.message_id for m in stored] == [m.message_id for m in messages]
+    assert [m.body for m in stored] == [m.body for m in messages]
+    assert stored[7].headers == {"ce-n": "7"}
+    assert stored[7].content_type == "application/json"
+    assert stored[7].delivery_mode == aio_pika.DeliveryMode.PERSISTENT
+    assert stored[7].timestamp is not None
+    assert stored[7].timestamp.timestamp() == TIMESTAMP
+
+
+async def test_a_body_larger_than_a_frame_arrives_whole(publishing: Publishing) -> None:
+    """A body over frame_max is split into several body frames and put back together."""
+    body = bytes(range(256)) * 1200  # 307,200 bytes; RabbitMQ's frame_max is 131,072
+    assert len(body) > publishing.stream.channel.max_content_size
+    await asyncio.wait_for(publishing.stream.publish(publishing.message(body), TIMESTAMP), 10)
+    [stored] = await drain(publishing.reader, publishing.queue, 1)
+    assert stored.body == body
+
+
+async def test_answered_confirms_leave_the_deadline_queue(publishing: Publishing) -> None:
+    """Confirmed publishes are swept from the deadline queue without waiting for the timeout."""
+    confirms = [publishing.stream.publish(publishing.message(), TIMESTAMP) for _ in range(50)]
+    assert publishing.stream.pending == 50
+    await asyncio.wait_for(asyncio.gather(*confirms), 10)
+    assert await _until(lambda: publishing.stream.pending == 0, 2.0)
+
+
+async def test_an_unanswered_confirm_is_cancelled_at_its_deadline(
+    prefix: str, proxy: TcpProxy
+) -> None:
+    """With the broker silent, the confirm is cancelled about ``timeout_s`` after the publish."""
+    setup = await _publishing(prefix, _through(proxy), timeout_s=0.3)
+    try:
+        proxy.stall()
+        started = asyncio.get_running_loop().time()
+        confirm = setup.stream.publish(setup.message(), TIMESTAMP)
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(asyncio.shield(confirm), 5)
+        assert confirm.cancelled()
+        assert 0.25 <= asyncio.get_running_loop().time() - started < 2.0
+        assert setup.stream.pending == 0
+    finally:
+        proxy.resume()
+        await setup.connection.close()
+
+
+async def test_a_broker_that_stops_reading_fails_publishes_at_once(
+    prefix: str, proxy: TcpProxy
+) -> None:
+    """Once more than ``max_unsent_bytes`` wait in the socket buffer, publish raises at once
+    instead of buffering without bound."""
+    setup = await _publishing(prefix, _through(proxy), timeout_s=5, max_unsent_bytes=1 << 20)
+    try:
+        proxy.stall()
+        body = b"x" * (1 << 20)
+        written = 0
+        refusal: ConnectionError | None = None
+        for _ in range(64):  # far more than the kernel buffers plus the limit hold
+            try:
+                setup.stream.publish(setup.message(body), TIMESTAMP)
+            except ConnectionError as exc:
+                refusal = exc
+                break
+            written += 1
+            await asyncio.sleep(0)  # a loop turn: the stream flushes to the transport
+        assert refusal is not None
+        assert "not reading" in str(refusal)
+        assert written > 0, "publishes before the limit are written"
+    finally:
+        proxy.resume()
+        await setup.connection.close()
+
+
+async def test_a_closed_channel_refuses_to_publish(publishing: Publishing) -> None:
+    """After the channel closes, publish raises instead of writing to a dead channel."""
+    await publishing.stream.channel.close()
+    assert not publishing.stream.usable
+    with pytest.raises(ConnectionError):
+        publishing.stream.publish(publishing.message(), TIMESTAMP)
+
+
+async def test_tracker_keeps_the_newest_stream(proxy: TcpProxy) -> None:
+    """After a reconnect the tracker hands out the new connection's stream, not the dead one."""
+    streams = StreamTracker()
+    connection = await connect_robust(
+        _through(proxy), streams, connect_timeout_s=10, reconnect_interval=0.1
+    )
+    try:
+        first = streams.writer
+        assert first is not None
+        reconnected = asyncio.Event()
+        connection.reconnect_callbacks.add(lambda *_: reconnected.set())
+        await proxy.cut()
+        await proxy.restore()
+        await asyncio.wait_for(reconnected.wait(), 10)
+        assert streams.writer is not None
+        assert streams.writer is not first
+        assert first.is_closing()
+    finally:
+        await connection.close()
