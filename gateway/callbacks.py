@@ -120,7 +120,6 @@ class CallbackHandlers:
                 source=source.name,
                 event_id=event["id"],
                 event_type=event["type"],
-                partitionkey=event.get("partitionkey"),
             )
         return web.Response(status=NO_CONTENT)
 

@@ -133,7 +133,8 @@ class ConfirmStream:
 
     def _flush(self) -> None:
         unsent, self._unsent = self._unsent, []
-        self._transport.writelines(unsent)
+        if not self._transport.is_closing():  # else the connection is gone: aiormq fails the
+            self._transport.writelines(unsent)  # confirms of what could not be written
 
     def _sweep(self) -> None:
         """Cancel the confirms past their deadline; drop the answered ones from the queue."""
