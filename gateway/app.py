@@ -46,6 +46,8 @@ def create_app(
     app[METRICS] = metrics
     callbacks = CallbackHandlers(settings, publisher, metrics)
     ops = OpsHandlers(metrics, (lambda: ready_publisher.ready, *readiness))
+    for source in settings.sources:
+        app.router.add_post(f"/callbacks/{source.name}", callbacks.post_to(source))
     app.router.add_post("/callbacks/{source}", callbacks.post)
     app.router.add_route("OPTIONS", "/callbacks/{source}", callbacks.options)
     app.router.add_get("/healthz", ops.healthz)

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from gateway.adapters import ADAPTERS, Context
 from gateway.adapters.errors import AdapterError
@@ -62,9 +63,20 @@ class CallbackHandlers:
         self._clock = clock
 
     async def post(self, request: web.Request) -> web.StreamResponse:
+        """``POST /callbacks/{source}`` for any name: the configured ones come here only when
+        the path was percent-encoded; the others get their 404."""
+        return await self._post(request, self._sources.get(request.match_info["source"]))
+
+    def post_to(self, source: Source) -> Handler:
+        """The handler of one source's own path (a plain route: no pattern to match)."""
+
+        async def post(request: web.Request) -> web.StreamResponse:
+            return await self._post(request, source)
+
+        return post
+
+    async def _post(self, request: web.Request, source: Source | None) -> web.StreamResponse:
         started = time.perf_counter()
-        name = request.match_info["source"]
-        source = self._sources.get(name)
         response = await self._handle(request, source)
         self._metrics.observe(
             source.name if source else UNKNOWN_SOURCE,
