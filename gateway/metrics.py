@@ -1,63 +1,123 @@
 """Prometheus metrics of the ingress, in a registry of its own (one per app, so tests can
-build several apps in one process)."""
+build several apps in one process).
+
+The per-request numbers are plain counters read by a collector at scrape time, not
+prometheus_client metric objects: those take a lock on every update, which the ingress paid
+several times per request, while every update and every scrape here happen on the one event
+loop thread.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from bisect import bisect_left
+from collections.abc import Callable, Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
 
 UNKNOWN_SOURCE = "unknown"  # label for paths naming no configured source: bounded cardinality
 DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+PUBLISH_RESULTS = ("confirmed", "failed", "rejected_kept")
 
 
-class IngressMetrics:
+class Count:
+    """A counter without a lock: only the event loop thread touches it."""
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = 0
+
+    def inc(self, amount: int = 1) -> None:
+        self.value += amount
+
+
+class _Durations:
+    """One source's request-duration histogram: a count per bucket (not cumulative) and the
+    sum."""
+
+    __slots__ = ("counts", "total")
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(DURATION_BUCKETS) + 1)  # the last one is +Inf
+        self.total = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.counts[bisect_left(DURATION_BUCKETS, seconds)] += 1
+        self.total += seconds
+
+    def buckets(self) -> list[tuple[str, float]]:
+        cumulative, running = [], 0
+        for bound, count in zip((*map(str, DURATION_BUCKETS), "+Inf"), self.counts, strict=True):
+            running += count
+            cumulative.append((bound, float(running)))
+        return cumulative
+
+
+class IngressMetrics(Collector):
     """Requests by source and status, request duration, publish outcomes, broker gauge."""
 
     content_type = CONTENT_TYPE_LATEST
 
     def __init__(self, broker_connected: Callable[[], bool]) -> None:
+        self._broker_connected = broker_connected
+        self._requests: dict[tuple[str, int], Count] = {}
+        self._durations: dict[str, _Durations] = {}
+        self._publishes = {result: Count() for result in PUBLISH_RESULTS}
+        self.confirmed = self._publishes["confirmed"]
+        self.failed = self._publishes["failed"]
+        self.rejected_kept = self._publishes["rejected_kept"]
         self.registry = CollectorRegistry(auto_describe=True)
-        self.requests = Counter(
-            "gateway_requests",
-            "Callback requests answered, by source and HTTP status.",
-            ("source", "status"),
-            registry=self.registry,
-        )
-        self.duration = Histogram(
-            "gateway_request_duration_seconds",
-            "Time from request start to response, in seconds.",
-            ("source",),
-            buckets=DURATION_BUCKETS,
-            registry=self.registry,
-        )
-        self.publishes = Counter(
-            "gateway_publish",
-            "Messages published to RabbitMQ, by result (confirmed, failed, rejected_kept).",
-            ("result",),
-            registry=self.registry,
-        )
-        self._children: dict[tuple[str, int], tuple[Counter, Histogram]] = {}
-        self.confirmed = self.publishes.labels("confirmed")
-        self.failed = self.publishes.labels("failed")
-        self.rejected_kept = self.publishes.labels("rejected_kept")
-        gauge = Gauge(
-            "gateway_broker_connected",
-            "1 while connected to RabbitMQ with the topology declared.",
-            registry=self.registry,
-        )
-        gauge.set_function(lambda: float(broker_connected()))
+        self.registry.register(self)
 
     def observe(self, source: str, status: int, seconds: float) -> None:
-        """Count one answered request; label children are looked up once per combination
-        (``labels()`` costs a lock and a hash of every label on each call)."""
-        children = self._children.get((source, status))
-        if children is None:
-            children = (self.requests.labels(source, str(status)), self.duration.labels(source))
-            self._children[(source, status)] = children
-        children[0].inc()
-        children[1].observe(seconds)
+        """Count one answered request and its duration."""
+        count = self._requests.get((source, status))
+        if count is None:
+            count = self._requests[(source, status)] = Count()
+        count.value += 1
+        durations = self._durations.get(source)
+        if durations is None:
+            durations = self._durations[source] = _Durations()
+        durations.observe(seconds)
+
+    def collect(self) -> Iterator[Metric]:
+        requests = CounterMetricFamily(
+            "gateway_requests",
+            "Callback requests answered, by source and HTTP status.",
+            labels=("source", "status"),
+        )
+        for (source, status), count in sorted(self._requests.items()):
+            requests.add_metric((source, str(status)), count.value)
+        yield requests
+        duration = HistogramMetricFamily(
+            "gateway_request_duration_seconds",
+            "Time from request start to response, in seconds.",
+            labels=("source",),
+        )
+        for source, durations in sorted(self._durations.items()):
+            duration.add_metric((source,), durations.buckets(), durations.total)
+        yield duration
+        publishes = CounterMetricFamily(
+            "gateway_publish",
+            "Messages published to RabbitMQ, by result (confirmed, failed, rejected_kept).",
+            labels=("result",),
+        )
+        for result, count in self._publishes.items():
+            publishes.add_metric((result,), count.value)
+        yield publishes
+        yield GaugeMetricFamily(
+            "gateway_broker_connected",
+            "1 while connected to RabbitMQ with the topology declared.",
+            value=float(self._broker_connected()),
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
