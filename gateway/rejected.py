@@ -27,9 +27,10 @@ def rejected_record(
     """Serialise the record; repeated header names are joined with ", "."""
     kept: dict[str, str] = {}
     for raw_name, value in headers:
-        name = str(raw_name)  # aiohttp's istr is a str subclass, which orjson refuses as a key
+        name = _text(str(raw_name))  # aiohttp's istr is a str subclass: orjson refuses it as a key
         if name.lower() in CREDENTIAL_HEADERS:
             continue
+        value = _text(value)
         kept[name] = f"{kept[name]}, {value}" if name in kept else value
     record: dict[str, object] = {
         "source": source,
@@ -44,3 +45,11 @@ def rejected_record(
         except UnicodeDecodeError:
             record["body_base64"] = base64.b64encode(body).decode("ascii")
     return orjson.dumps(record)
+
+
+def _text(value: str) -> str:
+    """Header text as it came; bytes that were not UTF-8 (aiohttp keeps them as lone
+    surrogates, which JSON cannot hold) become ``\\xNN``."""
+    if value.isascii():
+        return value
+    return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")

@@ -231,6 +231,12 @@ def test_type_of_255_bytes_is_accepted() -> None:
     assert event["type"] == "a" * 255
 
 
+def test_id_of_255_bytes_is_accepted() -> None:
+    """An id exactly as long as an AMQP message id may be is fine."""
+    [event] = structured(minimal(id="i" * 255))
+    assert event["id"] == "i" * 255
+
+
 def test_batch_spec_example_with_data_base64() -> None:
     """The spec's batch becomes two events, data_base64 and data left as sent."""
     events = normalize(headers(BATCH), orjson.dumps(SPEC_BATCH), CTX)
@@ -503,6 +509,8 @@ def test_other_content_types_are_unsupported(content_type: str) -> None:
         ({"type": "com.example has.space"}, "type"),
         ({"type": "com.example\ttab"}, "type"),
         ({"type": "a" * 256}, "type"),
+        ({"id": "a" * 256}, "id"),
+        ({"id": "é" * 128}, "id"),
         ({"type": "é" * 128}, "type"),
         ({"specversion": None}, "specversion"),
         ({"specversion": "0.3"}, "specversion"),

@@ -102,3 +102,10 @@ def test_body_that_is_not_a_json_object(body: bytes) -> None:
     error = rejection(body)
     assert isinstance(error, BadRequest)
     assert error.field is None
+
+
+def test_id_longer_than_an_amqp_message_id_is_400() -> None:
+    """An id over 255 bytes can't be the message id: 400 on ``id``, not a 500 at publish."""
+    error = rejection(message(id="m" * 256))
+    assert error.status == 400
+    assert error.field == "id"

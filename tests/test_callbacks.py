@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import datetime
 from pathlib import Path
@@ -194,6 +195,49 @@ async def test_non_utf8_rejected_body_is_kept_as_base64(ingress: Ingress) -> Non
     assert status == 400
     [kept] = await drain(ingress.channel, ingress.rejected, 1)
     assert orjson.loads(kept.body)["body_base64"] == "//4A"
+
+
+async def test_id_too_long_for_amqp_is_400_and_kept(ingress: Ingress) -> None:
+    """An id over 255 bytes (AMQP's message-id limit) is a 400 on ``id``, kept, not a 500."""
+    event = {"specversion": "1.0", "id": "x" * 300, "source": "urn:a", "type": "org.x.y"}
+    status, body = await ingress.post("camara", orjson.dumps(event), "application/cloudevents+json")
+    assert status == 400
+    assert orjson.loads(body)["field"] == "id"
+    [kept] = await drain(ingress.channel, ingress.rejected, 1)
+    assert orjson.loads(kept.body)["status"] == 400
+    assert await message_count(ingress.channel, ingress.capture) == 0
+
+
+@pytest.mark.parametrize("header", ["ce-id", "ce-source", "ce-type", "ce-partitionkey"])
+async def test_non_utf8_binary_mode_header_is_400_and_kept(ingress: Ingress, header: str) -> None:
+    """A ce-* header that is not UTF-8 is a 400 (not a 500), kept with the bytes escaped."""
+    attributes = {
+        "ce-id": b"1",
+        "ce-source": b"urn:a",
+        "ce-type": b"org.x",
+        "ce-specversion": b"1.0",
+    }
+    attributes[header] = b"ab\xffcd"
+    body = b'{"a":1}'
+    request = b"".join(
+        [
+            b"POST /callbacks/camara HTTP/1.1\r\nHost: gateway\r\nConnection: close\r\n",
+            b"Content-Type: application/json\r\n",
+            f"Authorization: Bearer {TOKENS['camara']}\r\n".encode(),
+            *(name.encode() + b": " + value + b"\r\n" for name, value in attributes.items()),
+            b"Content-Length: %d\r\n\r\n" % len(body),
+            body,
+        ]
+    )
+    assert ingress.client.port is not None
+    reader, writer = await asyncio.open_connection("127.0.0.1", ingress.client.port)
+    writer.write(request)
+    response = await asyncio.wait_for(reader.read(), 10)
+    writer.close()
+    assert response.startswith(b"HTTP/1.1 400 ")
+    [kept] = await drain(ingress.channel, ingress.rejected, 1)
+    assert orjson.loads(kept.body)["headers"][header] == "ab\\xffcd"
+    assert await message_count(ingress.channel, ingress.capture) == 0
 
 
 async def test_unknown_source_is_404_problem(ingress: Ingress) -> None:

@@ -21,7 +21,7 @@ import orjson
 
 from gateway.adapters.cloudevents import finish, read_cloudevents
 from gateway.adapters.context import Context
-from gateway.adapters.envelope import check_time, load_object, validate_event
+from gateway.adapters.envelope import check_id, check_time, load_object, validate_event
 from gateway.adapters.errors import BadRequest
 from gateway.cloudevent import SPECVERSION, CloudEvent
 
@@ -134,5 +134,5 @@ def _legacy_id(obj: dict[str, Any], event_id: Any) -> str:
     if type(event_id) is int:
         return str(event_id)
     if isinstance(event_id, str) and event_id:
-        return event_id
+        return check_id(event_id, "event.eventId")
     raise BadRequest("event.eventId must be a non-empty string or an integer", "event.eventId")

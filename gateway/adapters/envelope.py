@@ -16,8 +16,9 @@ from gateway.adapters.context import Context
 from gateway.adapters.errors import BadRequest
 from gateway.cloudevent import SPECVERSION, CloudEvent, parse_time
 
-# AMQP routing keys are short strings (at most 255 bytes), and a type is the routing key.
-MAX_TYPE_BYTES = 255
+# AMQP routing keys and message ids are short strings (at most 255 bytes); an event's type is
+# its routing key and its id its message id.
+MAX_TYPE_BYTES = MAX_ID_BYTES = 255
 # orjson serialises at most 254 nested levels; an event adds one around its data, and the
 # gateway must be able to publish whatever it accepted. 200 leaves room and no real payload
 # comes near it.
@@ -92,10 +93,19 @@ def check_type(value: str, field: str) -> str:
     """A CloudEvent type usable as an AMQP routing key: no whitespace, at most 255 bytes."""
     if _BAD_TYPE_CHARACTER.search(value):
         raise BadRequest(f"{field} must not contain whitespace or control characters", field)
-    if len(value) > MAX_TYPE_BYTES or (
-        not value.isascii() and len(value.encode("utf-8", "surrogatepass")) > MAX_TYPE_BYTES
+    return _short(value, MAX_TYPE_BYTES, field)
+
+
+def check_id(value: str, field: str) -> str:
+    """A CloudEvent id usable as the AMQP message id: at most 255 bytes of UTF-8."""
+    return _short(value, MAX_ID_BYTES, field)
+
+
+def _short(value: str, limit: int, field: str) -> str:
+    if len(value) > limit or (
+        not value.isascii() and len(value.encode("utf-8", "surrogatepass")) > limit
     ):
-        raise BadRequest(f"{field} must be at most {MAX_TYPE_BYTES} bytes", field=field)
+        raise BadRequest(f"{field} must be at most {limit} bytes", field=field)
     return value
 
 
@@ -126,6 +136,7 @@ def validate_event(event: dict[str, Any], prefix: str = "") -> CloudEvent:
             if value is None:
                 raise BadRequest(f"missing required attribute {name}", field=field)
             raise BadRequest(f"{name} must be a non-empty string", field=field)
+    check_id(event["id"], prefix + "id")
     check_type(event["type"], prefix + "type")
 
     if "time" in event:

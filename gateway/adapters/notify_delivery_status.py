@@ -11,7 +11,14 @@ import re
 from collections.abc import Mapping
 
 from gateway.adapters.context import Context
-from gateway.adapters.envelope import check_time, check_type, load_object, require_text, stamp
+from gateway.adapters.envelope import (
+    check_id,
+    check_time,
+    check_type,
+    load_object,
+    require_text,
+    stamp,
+)
 from gateway.adapters.errors import BadRequest
 from gateway.adapters.media import JSON, require_json
 from gateway.cloudevent import SPECVERSION, CloudEvent
@@ -33,7 +40,7 @@ def normalize(headers: Mapping[str, str], body: bytes, ctx: Context) -> list[Clo
         )
     event: CloudEvent = {
         "specversion": SPECVERSION,
-        "id": f"{notification_id}:{status}",
+        "id": check_id(f"{notification_id}:{status}", "id"),
         "source": ctx.callback_source,
         "type": check_type(f"notify.{notification_type}.delivery-status", "notification_type"),
         "subject": notification_id,

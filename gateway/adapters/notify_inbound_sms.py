@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from gateway.adapters.context import Context
-from gateway.adapters.envelope import check_time, load_object, require_text, stamp
+from gateway.adapters.envelope import check_id, check_time, load_object, require_text, stamp
 from gateway.adapters.media import JSON, require_json
 from gateway.cloudevent import SPECVERSION, CloudEvent
 
@@ -20,7 +20,7 @@ def normalize(headers: Mapping[str, str], body: bytes, ctx: Context) -> list[Clo
     """Turn one Notify inbound-SMS callback into one event."""
     require_json(headers)
     message = load_object(body)
-    message_id = require_text(message, "id")
+    message_id = check_id(require_text(message, "id"), "id")
     event: CloudEvent = {
         "specversion": SPECVERSION,
         "id": message_id,
