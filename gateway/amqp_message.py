@@ -1,7 +1,7 @@
 """CloudEvent -> AMQP 0-9-1 message, structured mode (contract §4). Pure; no I/O.
 
-``to_properties`` is the ingress hot path (it builds the wire properties directly);
-``to_message`` wraps the same thing as an aio-pika ``Message`` for everyone else.
+``to_outgoing`` is the ingress hot path (``gateway.amqp_wire`` encodes it straight to frames);
+``to_message`` is the same message as an aio-pika ``Message``, for everyone else.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from datetime import datetime
 
 import orjson
 from aio_pika import DeliveryMode, Message
-from pamqp.commands import Basic
 
 from gateway.amqp_wire import Outgoing, string_table, table_key
 from gateway.cloudevent import HEADER_ATTRIBUTES, CloudEvent
@@ -27,19 +26,6 @@ def ce_headers(event: CloudEvent) -> dict[str, str]:
     return {
         header: str(event[name]) for name, header in _HEADER_NAMES if event.get(name) is not None
     }
-
-
-def to_properties(event: CloudEvent, received: datetime) -> Basic.Properties:
-    """The AMQP basic properties of an event's message."""
-    return Basic.Properties(
-        content_type=CONTENT_TYPE,
-        delivery_mode=PERSISTENT,
-        message_id=str(event["id"]),
-        message_type=str(event["type"]),
-        timestamp=received,
-        app_id=APP_ID,
-        headers=ce_headers(event),  # type: ignore[arg-type]
-    )
 
 
 def to_outgoing(exchange: str, event: CloudEvent) -> Outgoing:
