@@ -17,7 +17,6 @@ _FRAME_METHOD = 1
 _FRAME_HEADER = 2
 _FRAME_BODY = 3
 _FRAME_END = b"\xce"
-FRAME_OVERHEAD = 8  # type (1) + channel (2) + size (4) + frame-end (1)
 _BASIC = 60
 _PUBLISH = 40
 _MAX_CACHED_METHODS = 1024  # routing keys are event types: a bounded set in practice
@@ -50,12 +49,12 @@ def table_key(name: str) -> bytes:
 
 def string_table(entries: Iterable[tuple[bytes, str]]) -> bytes:
     """A field table of string values; keys come pre-encoded by ``table_key``."""
-    encoded = b"".join(key + _u32(len(data)) + data for key, data in _encoded(entries))
+    parts = []
+    for key, value in entries:
+        data = value.encode()
+        parts += (key, _u32(len(data)), data)
+    encoded = b"".join(parts)
     return _u32(len(encoded)) + encoded
-
-
-def _encoded(entries: Iterable[tuple[bytes, str]]) -> Iterable[tuple[bytes, bytes]]:
-    return ((key, value.encode()) for key, value in entries)
 
 
 class Outgoing(NamedTuple):

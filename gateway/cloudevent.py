@@ -26,7 +26,9 @@ _RFC3339 = re.compile(
 
 def rfc3339(moment: datetime) -> str:
     """Format an aware datetime as RFC 3339 in UTC with millisecond precision."""
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    if moment.tzinfo is not UTC:
+        moment = moment.astimezone(UTC)
+    return moment.isoformat(timespec="milliseconds")[:-6] + "Z"  # "+00:00" -> "Z"
 
 
 def parse_time(value: str) -> datetime:
