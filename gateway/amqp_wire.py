@@ -49,7 +49,7 @@ def table_key(name: str) -> bytes:
 
 def string_table(entries: Iterable[tuple[bytes, str]]) -> bytes:
     """A field table of string values; keys come pre-encoded by ``table_key``."""
-    parts = []
+    parts: list[bytes] = []
     for key, value in entries:
         data = value.encode()
         parts += (key, _u32(len(data)), data)
