@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import aio_pika
 import pytest
@@ -17,6 +18,7 @@ from gateway.app import PUBLISHER, create_app
 from gateway.auth import hash_token
 from gateway.settings import AmqpSettings, HttpSettings, Settings, Source, TokenDigest
 from tests.broker import AMQP_URL, delete_everything, unique_prefix
+from tests.tcp_proxy import TcpProxy
 from tests.worker_support import Broker, broker
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -83,6 +85,16 @@ async def prefix() -> AsyncIterator[str]:
     name = unique_prefix()
     yield name
     await delete_everything(name, extra_queues=[f"{name}.capture"])
+
+
+@pytest.fixture
+async def proxy() -> AsyncIterator[TcpProxy]:
+    """A TCP proxy to the broker that the test can cut, stall and restore."""
+    target = urlsplit(AMQP_URL)
+    proxy = TcpProxy(target.hostname or "127.0.0.1", target.port or 5672)
+    await proxy.start()
+    yield proxy
+    await proxy.close()
 
 
 @pytest.fixture

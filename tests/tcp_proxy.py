@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+from urllib.parse import urlsplit, urlunsplit
 
 
 def free_port() -> int:
@@ -26,6 +27,15 @@ class TcpProxy:
         self._writers: set[asyncio.StreamWriter] = set()
         self._flowing = asyncio.Event()
         self._flowing.set()
+
+    def url_for(self, url: str) -> str:
+        """``url`` (an amqp:// URL of the target) pointed at this proxy instead."""
+        parts = urlsplit(url)
+        netloc = parts.netloc.rsplit("@", 1)
+        host = f"127.0.0.1:{self.port}"
+        return urlunsplit(
+            parts._replace(netloc=f"{netloc[0]}@{host}" if len(netloc) == 2 else host)
+        )
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", self.port)

@@ -9,11 +9,9 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
-from urllib.parse import urlsplit
 
-import pytest
 from aio_pika.abc import AbstractRobustConnection
 from aiohttp.test_utils import TestClient
 
@@ -21,30 +19,13 @@ from gateway.app import PUBLISHER, create_app
 from tests.broker import AMQP_URL, drain
 from tests.conftest import FIXTURES, TOKENS, make_settings
 from tests.tcp_proxy import TcpProxy
+from tests.worker_support import eventually
 
 TEMPLATE = json.loads((FIXTURES / "camara-roaming-status.json").read_text())
 HEADERS = {
     "Content-Type": "application/cloudevents+json",
     "Authorization": f"Bearer {TOKENS['camara']}",
 }
-
-
-@pytest.fixture
-async def proxy() -> AsyncIterator[TcpProxy]:
-    target = urlsplit(AMQP_URL)
-    proxy = TcpProxy(target.hostname or "127.0.0.1", target.port or 5672)
-    await proxy.start()
-    yield proxy
-    await proxy.close()
-
-
-async def _until(condition: Callable[[], bool], timeout: float) -> bool:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while asyncio.get_running_loop().time() < deadline:
-        if condition():
-            return True
-        await asyncio.sleep(0.05)  # poll interval of a deadline poll
-    return False
 
 
 async def _proxied_ingress(
@@ -56,7 +37,7 @@ async def _proxied_ingress(
 ) -> TestClient:  # type: ignore[type-arg]
     """An ingress that reaches the broker only through ``proxy``, connected and ready."""
     settings = make_settings(prefix, publish_timeout_s=publish_timeout_s)
-    proxied = AMQP_URL.replace(f":{urlsplit(AMQP_URL).port or 5672}/", f":{proxy.port}/")
+    proxied = proxy.url_for(AMQP_URL)
     app = create_app(replace(settings, amqp=replace(settings.amqp, url=proxied)))
     client = await aiohttp_client(app)
     await asyncio.wait_for(app[PUBLISHER].wait_ready(), 15)  # type: ignore[attr-defined]
@@ -94,16 +75,14 @@ async def test_broker_loss_mid_load(
         return sum(1 for s in statuses.values() if s == status)
 
     senders = [asyncio.create_task(sender()) for _ in range(8)]
-    assert await _until(lambda: count(204) >= 200, 20)
+    await eventually(lambda: count(204) >= 200, 20, "200 accepted events")
     await proxy.cut()
-    assert await _until(lambda: count(503) >= 20, 10), "no 503 while the broker was gone"
+    await eventually(lambda: count(503) >= 20, 10, "503s while the broker is gone")
     ready = await client.get("/readyz")
     assert ready.status == 503
     accepted_before_restore = count(204)
     await proxy.restore()
-    assert await _until(lambda: count(204) >= accepted_before_restore + 200, 30), (
-        "the gateway did not recover by itself"
-    )
+    await eventually(lambda: count(204) >= accepted_before_restore + 200, 30, "recovery by itself")
     stop.set()
     await asyncio.gather(*senders)
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import cast
-from urllib.parse import urlsplit
 
 import aio_pika
 import pytest
@@ -19,6 +18,7 @@ from gateway.amqp_wire import Outgoing, string_table, table_key
 from gateway.confirm_stream import ConfirmStream, StreamTracker, connect_robust
 from tests.broker import AMQP_URL, drain
 from tests.tcp_proxy import TcpProxy
+from tests.worker_support import eventually
 
 TIMESTAMP = 1_795_000_000
 _ids = itertools.count()
@@ -70,28 +70,6 @@ async def publishing(prefix: str) -> AsyncIterator[Publishing]:
     await setup.connection.close()
 
 
-@pytest.fixture
-async def proxy() -> AsyncIterator[TcpProxy]:
-    target = urlsplit(AMQP_URL)
-    proxy = TcpProxy(target.hostname or "127.0.0.1", target.port or 5672)
-    await proxy.start()
-    yield proxy
-    await proxy.close()
-
-
-def _through(proxy: TcpProxy) -> str:
-    return AMQP_URL.replace(f":{urlsplit(AMQP_URL).port or 5672}/", f":{proxy.port}/")
-
-
-async def _until(condition: Callable[[], bool], timeout: float) -> bool:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while asyncio.get_running_loop().time() < deadline:
-        if condition():
-            return True
-        await asyncio.sleep(0.02)  # poll interval of a deadline poll
-    return condition()
-
-
 async def test_many_concurrent_publishes_arrive_whole_and_in_order(
     publishing: Publishing,
 ) -> None:
@@ -123,14 +101,14 @@ async def test_answered_confirms_leave_the_deadline_queue(publishing: Publishing
     confirms = [publishing.stream.publish(publishing.message(), TIMESTAMP) for _ in range(50)]
     assert publishing.stream.pending == 50
     await asyncio.wait_for(asyncio.gather(*confirms), 10)
-    assert await _until(lambda: publishing.stream.pending == 0, 2.0)
+    await eventually(lambda: publishing.stream.pending == 0, 2.0, "an empty deadline queue")
 
 
 async def test_an_unanswered_confirm_is_cancelled_at_its_deadline(
     prefix: str, proxy: TcpProxy
 ) -> None:
     """With the broker silent, the confirm is cancelled about ``timeout_s`` after the publish."""
-    setup = await _publishing(prefix, _through(proxy), timeout_s=0.3)
+    setup = await _publishing(prefix, proxy.url_for(AMQP_URL), timeout_s=0.3)
     try:
         proxy.stall()
         started = asyncio.get_running_loop().time()
@@ -150,7 +128,9 @@ async def test_a_broker_that_stops_reading_fails_publishes_at_once(
 ) -> None:
     """Once more than ``max_unsent_bytes`` wait in the socket buffer, publish raises at once
     instead of buffering without bound."""
-    setup = await _publishing(prefix, _through(proxy), timeout_s=5, max_unsent_bytes=1 << 20)
+    setup = await _publishing(
+        prefix, proxy.url_for(AMQP_URL), timeout_s=5, max_unsent_bytes=1 << 20
+    )
     try:
         proxy.stall()
         body = b"x" * (1 << 20)
@@ -184,7 +164,7 @@ async def test_tracker_keeps_the_newest_stream(proxy: TcpProxy) -> None:
     """After a reconnect the tracker hands out the new connection's stream, not the dead one."""
     streams = StreamTracker()
     connection = await connect_robust(
-        _through(proxy), streams, connect_timeout_s=10, reconnect_interval=0.1
+        proxy.url_for(AMQP_URL), streams, connect_timeout_s=10, reconnect_interval=0.1
     )
     try:
         first = streams.writer
