@@ -166,6 +166,11 @@ class Publisher:
                     stream = await self._open_stream()
             # The stream cancels a confirm that is not in by the publish timeout.
             confirms = [stream.publish(message, timestamp) for message in messages]
+        except TimeoutError:
+            raise self._timed_out() from None
+        except _BROKER_ERRORS as exc:
+            raise BrokerUnavailable(f"broker error: {exc or type(exc).__name__}") from exc
+        try:
             if len(confirms) == 1:
                 await confirms[0]
             else:
@@ -175,11 +180,9 @@ class Publisher:
             if task is not None and task.cancelling():
                 raise  # this request is being cancelled, not the confirm
             raise self._timed_out() from None
-        except TimeoutError:
-            raise self._timed_out() from None
         except aiormq.exceptions.DeliveryError as exc:
             raise BrokerUnavailable("the broker refused the message (nack)") from exc
-        except _BROKER_ERRORS as exc:
+        except Exception as exc:  # whatever closed the channel: not confirmed, so not accepted
             raise BrokerUnavailable(f"broker error: {exc or type(exc).__name__}") from exc
 
     def _timed_out(self) -> BrokerUnavailable:

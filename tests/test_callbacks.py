@@ -13,6 +13,7 @@ from aio_pika.abc import AbstractRobustConnection
 from aiormq.exceptions import ChannelPreconditionFailed
 from cloudevents.core.bindings.rabbitmq import RabbitMQMessage, from_rabbitmq_event
 
+from gateway.topology import declare_ingress
 from tests.broker import drain, message_count
 from tests.conftest import (
     FIXTURES,
@@ -21,6 +22,7 @@ from tests.conftest import (
     fixture_content_type,
     fixture_source,
 )
+from tests.worker_support import eventually
 
 ALL_FIXTURES = sorted(FIXTURES.glob("*.json"))
 
@@ -295,3 +297,26 @@ async def test_quorum_is_the_default_queue_type(
         await probe.declare_queue(
             ingress.rejected, durable=True, arguments={"x-queue-type": "classic"}
         )
+
+
+async def test_a_channel_closed_by_the_broker_is_503_then_recovers(
+    ingress: Ingress, amqp: AbstractRobustConnection
+) -> None:
+    """When the broker closes the publishing channel (here: its exchange was deleted), the
+    request gets 503, not 500; once the exchange is back, events are accepted again."""
+    body = (FIXTURES / "camara-roaming-status.json").read_bytes()
+    channel = await amqp.channel()
+    await channel.exchange_delete(ingress.settings.amqp.exchange)
+    status, problem = await ingress.post("camara", body, "application/cloudevents+json")
+    assert status == 503
+    assert orjson.loads(problem)["status"] == 503
+    exchange = await declare_ingress(channel, ingress.settings.amqp)
+    await (await channel.get_queue(ingress.capture)).bind(exchange, routing_key="#")
+
+    async def accepted() -> bool:
+        status, _ = await ingress.post("camara", body, "application/cloudevents+json")
+        assert status in (204, 503)
+        return status == 204
+
+    await eventually(accepted, 10, "a 204 after the exchange is back")
+    assert await drain(ingress.channel, ingress.capture, 1)
