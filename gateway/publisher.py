@@ -193,6 +193,11 @@ class Publisher:
         assert self._channel is not None
         # The concrete aiormq channel: waits while the robust channel is being reopened.
         channel = cast(AiormqChannel, await self._channel.get_underlay_channel())
+        current = self._stream
+        if current is not None and current.channel is channel and current.usable:
+            # Another request opened it while this one waited. One stream per channel: two
+            # would each batch their writes and could put frames out of delivery-tag order.
+            return current
         writer = self._streams.writer
         if writer is None or writer.is_closing():
             raise ConnectionError("no open connection")

@@ -15,8 +15,11 @@ from aio_pika.abc import AbstractChannel, AbstractRobustConnection
 from aiormq.channel import Channel
 
 from gateway.amqp_wire import Outgoing, string_table, table_key
+from gateway.app import PUBLISHER
 from gateway.confirm_stream import ConfirmStream, StreamTracker, connect_robust
+from gateway.publisher import Publisher
 from tests.broker import AMQP_URL, drain
+from tests.conftest import IngressFactory
 from tests.tcp_proxy import TcpProxy
 from tests.worker_support import eventually
 
@@ -179,3 +182,27 @@ async def test_tracker_keeps_the_newest_stream(proxy: TcpProxy) -> None:
         assert first.is_closing()
     finally:
         await connection.close()
+
+
+async def test_requests_racing_after_a_channel_loss_share_one_stream(
+    make_ingress: IngressFactory,
+) -> None:
+    """Requests that find the stream unusable at once all get the same new stream: two streams
+    on one channel could write frames out of delivery-tag order."""
+    ingress = await make_ingress()
+    publisher = ingress.client.app[PUBLISHER]
+    assert isinstance(publisher, Publisher)
+    first = await publisher._open_stream()
+    await first.channel.close()
+    robust = publisher._channel
+    assert robust is not None
+
+    async def reopened() -> bool:
+        channel = await robust.get_underlay_channel()
+        return channel is not first.channel and not channel.is_closed
+
+    await eventually(reopened, 10, "the robust channel to reopen")
+    opened = await asyncio.gather(*(publisher._open_stream() for _ in range(8)))
+    assert {id(stream) for stream in opened} == {id(opened[0])}
+    assert opened[0] is not first
+    assert opened[0].usable
