@@ -308,13 +308,9 @@ class Worker:
         for message, event, attempt in ready:
             self._handler_seconds.observe(duration)
             if message in acked:
-                self._count("ok")
-                log.info(
-                    "delivery",
-                    queue=self.spec.queue,
-                    outcome="ok",
-                    attempt=attempt,
-                    duration_ms=round(duration * 1000, 3),
+                self._delivered(
+                    attempt,
+                    duration,
                     event_id=event.id,
                     event_type=event.type,
                     source=event.source,
@@ -385,14 +381,19 @@ class Worker:
             duration = self._timed(started)
             if await _settle(message.ack()):
                 self._acks.settled(message)
-                self._count("ok")
-                log.info(
-                    "delivery",
-                    queue=self.spec.queue,
-                    outcome="ok",
-                    attempt=attempt,
-                    duration_ms=round(duration * 1000, 3),
-                )
+                self._delivered(attempt, duration)  # event fields are bound in the context
+
+    def _delivered(self, attempt: int, duration: float, **event: str) -> None:
+        """Count and log one event handled and acked."""
+        self._count("ok")
+        log.info(
+            "delivery",
+            queue=self.spec.queue,
+            outcome="ok",
+            attempt=attempt,
+            duration_ms=round(duration * 1000, 3),
+            **event,
+        )
 
     async def _failed(
         self, message: AbstractIncomingMessage, exc: Exception, attempt: int, duration: float
