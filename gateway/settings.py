@@ -7,11 +7,14 @@ Errors:
 
 from __future__ import annotations
 
+import base64
+import binascii
+import ipaddress
 import os
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -24,6 +27,22 @@ DEFAULT_SOURCES = (
 )
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 _SOURCE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_TYPE_PATTERN = re.compile(r"[^.\s]+(\.[^.\s]+)*")
+AUTH_SCHEMES = ("bearer", "jwt", "standard-webhooks", "none")
+PUBLISHERS = ("fast", "standard")
+# What each adapter may send when a source names no ``types`` (§8). The Notify adapters
+# produce exactly these; the notify.* namespace is theirs alone whatever a source says.
+DEFAULT_TYPES: dict[str, tuple[str, ...]] = {
+    "camara": ("org.camaraproject.#",),
+    "cloudevents": ("#",),
+    "notify-delivery-status": (
+        "notify.*.delivery-status",
+        "notify.email.complaint",
+        "notify.letter.returned",
+    ),
+    "notify-inbound-sms": ("notify.sms.inbound",),
+}
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class ConfigError(Exception):
@@ -40,10 +59,27 @@ class TokenDigest:
 
 @dataclass(frozen=True)
 class Source:
+    """One ``[[sources]]`` entry. ``types`` empty means the adapter's defaults (§8)."""
+
     name: str
     adapter: str
     tokens: tuple[TokenDigest, ...] = ()
-    auth: str = "bearer"  # or "none"
+    auth: str = "bearer"  # bearer | jwt | standard-webhooks | none
+    types: tuple[str, ...] = ()
+    allow_from: tuple[Network, ...] = ()
+    rate_limit: float | None = None
+    max_future_skew_s: float = 300.0
+    jwks_url: str | None = None
+    jwks_file: str | None = None
+    issuer: str | None = None
+    audience: tuple[str, ...] = ()
+    leeway_s: float = 60.0
+    secrets: tuple[bytes, ...] = field(default=(), repr=False)
+    signature_tolerance_s: float = 300.0
+
+    def __post_init__(self) -> None:
+        if not self.types:
+            object.__setattr__(self, "types", DEFAULT_TYPES.get(self.adapter, ("#",)))
 
 
 @dataclass(frozen=True)
@@ -51,6 +87,13 @@ class HttpSettings:
     host: str = "0.0.0.0"
     port: int = 8080
     max_body_bytes: int = 262144
+    max_events_per_request: int = 1000
+    max_inflight_bytes: int = 4194304
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 30.0
+    keepalive_timeout_s: float = 75.0
+    max_connections: int = 1024
+    trusted_proxies: tuple[Network, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -59,6 +102,18 @@ class AmqpSettings:
     exchange: str = "events"
     queue_type: str = "quorum"
     publish_timeout_s: float = 5.0
+    # Every node of the cluster, ``url`` first; empty means just ``url``.
+    urls: tuple[str, ...] = field(default=(), repr=False)
+    rejected_max_bytes: int = 2**30
+    rejected_ttl_s: int = 604800
+    unrouted_max_bytes: int = 2**30
+    publisher: str = "fast"  # or "standard" (plain aio-pika)
+
+    def __post_init__(self) -> None:
+        if not self.urls:
+            object.__setattr__(self, "urls", (self.url,))
+        elif self.url != self.urls[0]:
+            object.__setattr__(self, "url", self.urls[0])
 
 
 @dataclass(frozen=True)
@@ -73,6 +128,7 @@ class WorkerSettings:
     retry_backoff_s: tuple[float, ...] = (1.0, 5.0, 30.0, 120.0)
     metrics_port: int | None = None
     drain_timeout_s: float = 20.0
+    retry_jitter: float = 0.1
 
 
 @dataclass(frozen=True)
@@ -125,23 +181,37 @@ def _build(raw: dict[str, Any], env: Mapping[str, str]) -> Settings:
     amqp_raw = _table(raw, "amqp")
     state_raw = _table(raw, "state")
     workers_raw = _table(raw, "workers")
-    _only(http_raw, {"host", "port", "max_body_bytes"}, "[http]")
-    _only(amqp_raw, {"url", "exchange", "queue_type", "publish_timeout_s"}, "[amqp]")
+    _only(http_raw, {f.name for f in fields(HttpSettings)}, "[http]")
+    _only(amqp_raw, {f.name for f in fields(AmqpSettings)} - {"urls"}, "[amqp]")
     _only(state_raw, {"url"}, "[state]")
-    _only(
-        workers_raw,
-        {"prefetch", "max_attempts", "retry_backoff_s", "metrics_port", "drain_timeout_s"},
-        "[workers]",
-    )
+    _only(workers_raw, {f.name for f in fields(WorkerSettings)}, "[workers]")
 
     http = HttpSettings(
         host=_str(env.get("GATEWAY_HTTP_HOST", http_raw.get("host", "0.0.0.0")), "http.host"),
         port=_port(env.get("GATEWAY_HTTP_PORT", http_raw.get("port", 8080)), "http.port"),
         max_body_bytes=_positive_int(http_raw.get("max_body_bytes", 262144), "http.max_body_bytes"),
+        max_events_per_request=_positive_int(
+            http_raw.get("max_events_per_request", 1000), "http.max_events_per_request"
+        ),
+        max_inflight_bytes=_positive_int(
+            http_raw.get("max_inflight_bytes", 4194304), "http.max_inflight_bytes"
+        ),
+        header_timeout_s=_positive_float(
+            http_raw.get("header_timeout_s", 10.0), "http.header_timeout_s"
+        ),
+        body_timeout_s=_positive_float(http_raw.get("body_timeout_s", 30.0), "http.body_timeout_s"),
+        keepalive_timeout_s=_positive_float(
+            http_raw.get("keepalive_timeout_s", 75.0), "http.keepalive_timeout_s"
+        ),
+        max_connections=_positive_int(
+            http_raw.get("max_connections", 1024), "http.max_connections"
+        ),
+        trusted_proxies=_networks(http_raw.get("trusted_proxies", []), "http.trusted_proxies"),
     )
-    amqp_url = _str(env.get("GATEWAY_AMQP_URL", amqp_raw.get("url", AmqpSettings.url)), "amqp.url")
-    if not amqp_url.startswith(("amqp://", "amqps://")):
-        raise ConfigError("amqp.url must start with amqp:// or amqps://")
+    amqp_urls = _urls(env.get("GATEWAY_AMQP_URL"), amqp_raw.get("url", AmqpSettings.url))
+    publisher = _str(amqp_raw.get("publisher", "fast"), "amqp.publisher")
+    if publisher not in PUBLISHERS:
+        raise ConfigError(f"amqp.publisher must be 'fast' or 'standard', not {publisher!r}")
     queue_type = _str(amqp_raw.get("queue_type", "quorum"), "amqp.queue_type")
     if queue_type not in ("quorum", "classic"):
         raise ConfigError(f"amqp.queue_type must be 'quorum' or 'classic', not {queue_type!r}")
@@ -149,7 +219,16 @@ def _build(raw: dict[str, Any], env: Mapping[str, str]) -> Settings:
     if not re.fullmatch(r"[A-Za-z0-9._:-]{1,100}", exchange):
         raise ConfigError(f"amqp.exchange {exchange!r} is not a valid exchange name")
     amqp = AmqpSettings(
-        url=amqp_url,
+        url=amqp_urls[0],
+        urls=amqp_urls,
+        rejected_max_bytes=_positive_int(
+            amqp_raw.get("rejected_max_bytes", 2**30), "amqp.rejected_max_bytes"
+        ),
+        rejected_ttl_s=_positive_int(amqp_raw.get("rejected_ttl_s", 604800), "amqp.rejected_ttl_s"),
+        unrouted_max_bytes=_positive_int(
+            amqp_raw.get("unrouted_max_bytes", 2**30), "amqp.unrouted_max_bytes"
+        ),
+        publisher=publisher,
         exchange=exchange,
         queue_type=queue_type,
         publish_timeout_s=_positive_float(
@@ -175,6 +254,7 @@ def _build(raw: dict[str, Any], env: Mapping[str, str]) -> Settings:
         drain_timeout_s=_positive_float(
             workers_raw.get("drain_timeout_s", 20.0), "workers.drain_timeout_s"
         ),
+        retry_jitter=_fraction(workers_raw.get("retry_jitter", 0.1), "workers.retry_jitter"),
     )
     log_format = _str(env.get("GATEWAY_LOG_FORMAT", raw.get("log_format", "json")), "log_format")
     if log_format not in ("json", "console"):
@@ -206,7 +286,7 @@ def _sources(value: Any) -> tuple[Source, ...]:
         where = f"sources[{i}]"
         if not isinstance(item, dict):
             raise ConfigError(f"{where} must be a table")
-        _only(item, {"name", "adapter", "tokens", "auth"}, where)
+        _only(item, _SOURCE_KEYS, where)
         name = _str(item.get("name"), f"{where}.name")
         if not _SOURCE_NAME.fullmatch(name):
             raise ConfigError(f"{where}.name {name!r} must be letters, digits, '.', '_' or '-'")
@@ -218,15 +298,144 @@ def _sources(value: Any) -> tuple[Source, ...]:
             raise ConfigError(
                 f"{where}.adapter {adapter!r} is unknown (one of: {', '.join(ADAPTER_NAMES)})"
             )
-        auth = _str(item.get("auth", "bearer"), f"{where}.auth")
-        if auth not in ("bearer", "none"):
-            raise ConfigError(f"{where}.auth must be 'bearer' or 'none', not {auth!r}")
-        tokens_raw = item.get("tokens", [])
-        if not isinstance(tokens_raw, list):
-            raise ConfigError(f"{where}.tokens must be a list")
-        tokens = tuple(_token(t, f"{where}.tokens[{j}]") for j, t in enumerate(tokens_raw))
-        out.append(Source(name, adapter, tokens, auth))
+        out.append(_source(item, name, adapter, where))
     return tuple(out)
+
+
+_SOURCE_KEYS = {
+    "name",
+    "adapter",
+    "tokens",
+    "auth",
+    "types",
+    "allow_from",
+    "rate_limit",
+    "max_future_skew_s",
+    "jwks_url",
+    "jwks_file",
+    "issuer",
+    "audience",
+    "leeway_s",
+    "secrets",
+    "signature_tolerance_s",
+}
+
+
+def _source(item: dict[str, Any], name: str, adapter: str, where: str) -> Source:
+    auth = _str(item.get("auth", "bearer"), f"{where}.auth")
+    if auth not in AUTH_SCHEMES:
+        raise ConfigError(f"{where}.auth must be one of {', '.join(AUTH_SCHEMES)}, not {auth!r}")
+    tokens_raw = item.get("tokens", [])
+    if not isinstance(tokens_raw, list):
+        raise ConfigError(f"{where}.tokens must be a list")
+    tokens = tuple(_token(t, f"{where}.tokens[{j}]") for j, t in enumerate(tokens_raw))
+    types = _string_list(item.get("types", []), f"{where}.types")
+    for pattern in types:
+        if not _TYPE_PATTERN.fullmatch(pattern):
+            raise ConfigError(f"{where}.types: {pattern!r} is not a dot-separated topic pattern")
+    allow_from = _networks(item.get("allow_from", []), f"{where}.allow_from")
+    rate_limit = item.get("rate_limit")
+    jwks_url = _optional_str(item.get("jwks_url"), f"{where}.jwks_url")
+    jwks_file = _optional_str(item.get("jwks_file"), f"{where}.jwks_file")
+    issuer = _optional_str(item.get("issuer"), f"{where}.issuer")
+    audience_raw = item.get("audience", [])
+    audience = _string_list(
+        [audience_raw] if isinstance(audience_raw, str) else audience_raw, f"{where}.audience"
+    )
+    secrets = tuple(
+        _webhook_secret(s, f"{where}.secrets[{j}]")
+        for j, s in enumerate(_string_list(item.get("secrets", []), f"{where}.secrets"))
+    )
+    if auth == "none" and not allow_from:
+        raise ConfigError(f"{where}: auth = 'none' needs allow_from (anyone could send otherwise)")
+    if auth == "jwt":
+        if (jwks_url is None) == (jwks_file is None):
+            raise ConfigError(f"{where}: auth = 'jwt' needs exactly one of jwks_url or jwks_file")
+        if jwks_url is not None and not jwks_url.startswith(("https://", "http://")):
+            raise ConfigError(f"{where}.jwks_url must be an http(s) URL")
+        if issuer is None or not audience:
+            raise ConfigError(f"{where}: auth = 'jwt' needs issuer and audience")
+    if auth == "standard-webhooks" and not secrets:
+        raise ConfigError(f"{where}: auth = 'standard-webhooks' needs secrets = ['whsec_...']")
+    return Source(
+        name,
+        adapter,
+        tokens,
+        auth,
+        types=types,
+        allow_from=allow_from,
+        rate_limit=None
+        if rate_limit is None
+        else _positive_float(rate_limit, f"{where}.rate_limit"),
+        max_future_skew_s=_non_negative_float(
+            item.get("max_future_skew_s", 300.0), f"{where}.max_future_skew_s"
+        ),
+        jwks_url=jwks_url,
+        jwks_file=jwks_file,
+        issuer=issuer,
+        audience=audience,
+        leeway_s=_non_negative_float(item.get("leeway_s", 60.0), f"{where}.leeway_s"),
+        secrets=secrets,
+        signature_tolerance_s=_positive_float(
+            item.get("signature_tolerance_s", 300.0), f"{where}.signature_tolerance_s"
+        ),
+    )
+
+
+def _webhook_secret(value: str, where: str) -> bytes:
+    """A Standard Webhooks secret: ``whsec_`` + base64 of the key bytes."""
+    if not value.startswith("whsec_"):
+        raise ConfigError(f"{where} must start with whsec_")
+    try:
+        key = base64.b64decode(value[6:], validate=True)
+    except (binascii.Error, ValueError):
+        raise ConfigError(f"{where} is not whsec_ followed by base64") from None
+    if not key:
+        raise ConfigError(f"{where} is empty")
+    return key
+
+
+def _urls(env_value: str | None, raw: Any) -> tuple[str, ...]:
+    """``[amqp] url``: one URL or a list (the nodes of one cluster); the env var is a
+    comma-separated list."""
+    if env_value is not None:
+        urls = [part.strip() for part in env_value.split(",") if part.strip()]
+    elif isinstance(raw, list):
+        urls = list(raw)
+    else:
+        urls = [raw]
+    if not urls:
+        raise ConfigError("amqp.url must name at least one broker URL")
+    for url in urls:
+        if not isinstance(url, str) or not url.startswith(("amqp://", "amqps://")):
+            raise ConfigError("amqp.url must start with amqp:// or amqps://")
+    return tuple(urls)
+
+
+def _networks(value: Any, where: str) -> tuple[Network, ...]:
+    out = []
+    for text in _string_list(value, where):
+        try:
+            out.append(ipaddress.ip_network(text, strict=False))
+        except ValueError:
+            raise ConfigError(f"{where}: {text!r} is not an IP address or CIDR") from None
+    return tuple(out)
+
+
+def _string_list(value: Any, where: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise ConfigError(f"{where} must be a list of non-empty strings")
+    return tuple(value)
+
+
+def _optional_str(value: Any, where: str) -> str | None:
+    return None if value is None else _str(value, where)
+
+
+def _fraction(value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 1:
+        raise ConfigError(f"{where} must be a fraction between 0 and 1, not {value!r}")
+    return float(value)
 
 
 def _token(value: Any, where: str) -> TokenDigest:

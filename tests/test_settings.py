@@ -51,6 +51,7 @@ tokens = ["{DIGEST}"]
 name = "open"
 adapter = "cloudevents"
 auth = "none"
+allow_from = ["203.0.113.0/24"]
 """,
     )
     settings = load_settings(path, env={})
@@ -161,3 +162,88 @@ def test_bad_env_override_is_a_config_error() -> None:
         load_settings(None, env={"GATEWAY_HTTP_PORT": "eighty"})
     with pytest.raises(ConfigError, match="GATEWAY_TOKENS_CAMARA"):
         load_settings(None, env={"GATEWAY_TOKENS_CAMARA": "sha256:short"})
+
+
+def test_new_keys_of_limits_and_sources_load(tmp_path: Path) -> None:
+    """§7-§10 keys: [http] limits, [amqp] url lists and stores, per-source auth and types."""
+    path = write(
+        tmp_path,
+        """
+[http]
+max_events_per_request = 10
+max_inflight_bytes = 1000
+header_timeout_s = 2
+trusted_proxies = ["10.0.0.0/8"]
+[amqp]
+url = ["amqp://a:5672/", "amqp://b:5672/"]
+rejected_max_bytes = 1000
+publisher = "standard"
+[workers]
+retry_jitter = 0.2
+[[sources]]
+name = "partner"
+adapter = "cloudevents"
+auth = "standard-webhooks"
+secrets = ["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"]
+types = ["com.example.#"]
+allow_from = ["203.0.113.7"]
+rate_limit = 200
+[[sources]]
+name = "jwt"
+adapter = "camara"
+auth = "jwt"
+jwks_file = "/etc/jwks.json"
+issuer = "https://auth.example"
+audience = "https://gw.example"
+[[sources]]
+name = "notify"
+adapter = "notify-inbound-sms"
+tokens = []
+""",
+    )
+    settings = load_settings(path, env={})
+    assert settings.http.max_events_per_request == 10
+    assert str(settings.http.trusted_proxies[0]) == "10.0.0.0/8"
+    assert settings.amqp.urls == ("amqp://a:5672/", "amqp://b:5672/")
+    assert settings.amqp.url == "amqp://a:5672/"
+    assert settings.amqp.publisher == "standard"
+    assert settings.workers.retry_jitter == 0.2
+    partner = settings.source("partner")
+    assert partner is not None
+    assert partner.types == ("com.example.#",)
+    assert partner.rate_limit == 200.0
+    assert len(partner.secrets) == 1
+    assert "whsec" not in repr(partner)
+    jwt = settings.source("jwt")
+    assert jwt is not None
+    assert jwt.audience == ("https://gw.example",)
+    assert jwt.types == ("org.camaraproject.#",)
+    notify = settings.source("notify")
+    assert notify is not None
+    assert notify.types == ("notify.sms.inbound",)
+
+
+def test_amqp_url_list_from_env() -> None:
+    """GATEWAY_AMQP_URL is a comma-separated list of the cluster's nodes."""
+    settings = load_settings(None, env={"GATEWAY_AMQP_URL": "amqp://a/, amqp://b/"})
+    assert settings.amqp.urls == ("amqp://a/", "amqp://b/")
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ('auth = "none"', "needs allow_from"),
+        ('auth = "jwt"\nissuer = "i"\naudience = "a"', "exactly one of jwks_url or jwks_file"),
+        ('auth = "jwt"\njwks_file = "f"', "needs issuer and audience"),
+        ('auth = "standard-webhooks"', "needs secrets"),
+        ('auth = "standard-webhooks"\nsecrets = ["nope"]', "must start with whsec_"),
+        ('auth = "magic"', "auth must be one of"),
+        ('allow_from = ["not-an-ip"]', "not an IP address"),
+        ('types = ["a..b"]', "topic pattern"),
+    ],
+)
+def test_bad_source_security_is_a_config_error(tmp_path: Path, source: str, message: str) -> None:
+    """Each unusable §8 combination is one clear config error."""
+    text = f'[[sources]]\nname = "s"\nadapter = "cloudevents"\n{source}\n'
+    with pytest.raises(ConfigError, match=message):
+        load_settings(write(tmp_path, text), env={})
