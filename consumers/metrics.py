@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
+from gateway.metrics import register_process_metrics
+
 OUTCOMES = ("ok", "retried", "dead_lettered")
 
 
@@ -12,7 +14,10 @@ class WorkerMetrics:
     """Deliveries by queue and outcome, and handler duration; share one per process."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        self.registry = registry if registry is not None else CollectorRegistry()
+        if registry is None:
+            registry = CollectorRegistry()
+            register_process_metrics(registry)  # a registry of our own: the process's too
+        self.registry = registry
         self.deliveries = Counter(
             "gateway_worker_deliveries",
             "Deliveries a worker finished, by queue and outcome (ok, retried, dead_lettered).",

@@ -11,16 +11,47 @@ import sys
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, NoReturn
 
+from gateway import __version__
 from gateway.settings import ConfigError, Settings, load_settings
 
 Command = Callable[[argparse.Namespace, Settings], int]
 
 
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+class _Commands(argparse._SubParsersAction):  # type: ignore[type-arg]
+    """Subcommands whose ``--help`` repeats their one-line ``help`` as a description (unless
+    they give their own), and which all take ``--log-level``."""
+
+    def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        summary = kwargs.get("help")
+        if summary and not kwargs.get("description"):
+            kwargs["description"] = summary[0].upper() + summary[1:] + "."
+        parser: argparse.ArgumentParser = super().add_parser(name, **kwargs)
+        _log_level_option(parser)
+        return parser
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line and exit 2."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.register("action", "parsers", _Commands)
+
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _log_level_option(parser: argparse.ArgumentParser) -> None:
+    # SUPPRESS: a subcommand that was not given the option leaves the top-level value alone.
+    parser.add_argument(
+        "--log-level",
+        choices=LOG_LEVELS,
+        default=argparse.SUPPRESS,
+        help="least severe log lines to print (default info)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,7 +60,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Authenticated telecom and messaging callbacks in, confirmed CloudEvents on "
         "RabbitMQ out; workers that keep device, subscription and message state.",
     )
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    parser.add_argument("--version", action="version", version=f"event-gateway {__version__}")
+    _log_level_option(parser)
+    commands = parser.add_subparsers(
+        dest="command", required=True, parser_class=_Parser, metavar="COMMAND"
+    )
 
     serve = commands.add_parser("serve", help="run the HTTP ingress")
     _config_option(serve)
@@ -72,9 +107,12 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
             settings = load_settings(getattr(args, "config", None))
         except ConfigError as exc:
             _fail_config(str(exc))
+    import logging
+
     from gateway.logs import configure_logging
 
-    configure_logging(settings.log_format)
+    level = getattr(args, "log_level", "info")
+    configure_logging(settings.log_format, level=logging.getLevelNamesMapping()[level.upper()])
     sys.exit(handler(args, settings))
 
 

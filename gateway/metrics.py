@@ -12,7 +12,13 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections.abc import Callable, Iterator
 
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import (
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
+    CollectorRegistry,
+    generate_latest,
+)
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.metrics_core import (
     CounterMetricFamily,
@@ -22,9 +28,36 @@ from prometheus_client.metrics_core import (
 )
 from prometheus_client.registry import Collector
 
+from gateway import __version__
+
 UNKNOWN_SOURCE = "unknown"  # label for paths naming no configured source: bounded cardinality
 DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 PUBLISH_RESULTS = ("confirmed", "failed", "rejected_kept")
+
+
+class BuildInfo(Collector):
+    """``event_gateway_build_info{version}`` = 1: which release a process runs."""
+
+    def collect(self) -> Iterator[Metric]:
+        info = GaugeMetricFamily(
+            "event_gateway_build_info",
+            "Always 1; the labels say which event-gateway release this process runs.",
+            labels=("version",),
+        )
+        info.add_metric((__version__,), 1.0)
+        yield info
+
+
+def register_process_metrics(registry: CollectorRegistry) -> None:
+    """Add the standard Python collectors (``process_*``: CPU, memory, open files;
+    ``python_gc_*``; ``python_info``) and the build info to a process's own registry.
+
+    The collectors are prometheus_client's default ones, which read this process's /proc
+    entry at scrape time; they are registered here because every registry of ours is a
+    private one, not the global registry that holds them by default.
+    """
+    for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR, BuildInfo()):
+        registry.register(collector)
 
 
 class Count:
@@ -76,6 +109,7 @@ class IngressMetrics(Collector):
         self.rejected_kept = self._publishes["rejected_kept"]
         self.registry = CollectorRegistry(auto_describe=True)
         self.registry.register(self)
+        register_process_metrics(self.registry)
 
     def observe(self, source: str, status: int, seconds: float) -> None:
         """Count one answered request and its duration."""

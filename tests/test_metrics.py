@@ -60,3 +60,26 @@ def test_publish_results_and_broker_gauge() -> None:
     connected[0] = False
     assert _sample(metrics, "gateway_broker_connected") == 0
     assert b"# TYPE gateway_request_duration_seconds histogram" in metrics.render()
+
+
+def test_process_collectors_and_build_info_are_exposed() -> None:
+    """/metrics carries the Python process collectors and event_gateway_build_info{version}."""
+    from gateway import __version__
+
+    text = IngressMetrics(lambda: True).render().decode()
+    for family in ("process_resident_memory_bytes", "process_cpu_seconds_total", "python_info"):
+        assert f"\n{family}" in text, family
+    assert f'event_gateway_build_info{{version="{__version__}"}} 1.0' in text
+
+
+def test_worker_registry_of_its_own_has_the_process_collectors() -> None:
+    """`consume --metrics-port` exposes the process metrics too; under `run` they are not
+    registered twice in the ingress registry."""
+    from consumers.metrics import WorkerMetrics
+
+    worker = WorkerMetrics()
+    assert worker.registry.get_sample_value("process_resident_memory_bytes") is not None
+    assert worker.registry.get_sample_value("event_gateway_build_info", {"version": "0.1.0"})
+    ingress = IngressMetrics(lambda: True)
+    WorkerMetrics(ingress.registry)  # would raise on a duplicated time series
+    assert ingress.render().count(b"# TYPE process_resident_memory_bytes") == 1
