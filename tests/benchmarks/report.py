@@ -16,6 +16,7 @@ class Row:
     p50_ms: float | None = None
     p99_ms: float | None = None
     rss_kib: int | None = None
+    cpu_us: float | None = None  # the server's CPU per 2xx answer while measured
     non2xx: int | None = None
     ok2xx: int | None = None
     stored: int | None = None
@@ -39,10 +40,12 @@ class Row:
 CEILINGS = {
     "gateway": "raw-publish",
     "reference": "raw-publish",
+    "node-peer": "raw-publish",
+    "go-peer": "raw-publish",
     "worker-sqlite": "raw-consume",
     "worker-postgres": "raw-consume",
 }
-WORKER_TARGET = 0.5  # worker-postgres ev/s / raw consume msg/s
+WORKER_TARGET = 0.7  # worker-postgres ev/s / raw consume msg/s
 
 
 @dataclass(frozen=True)
@@ -83,6 +86,43 @@ def of_ceiling(row: Row, rows: dict[str, Row]) -> float | None:
     if row.error or not row.rate or ceiling is None or ceiling.error or not ceiling.rate:
         return None
     return row.rate / ceiling.rate
+
+
+def peer_checks(rows: dict[str, Row]) -> list[Check]:
+    """Issue 13: one ``serve`` at least the Node.js peer's rate with a p99 no worse, at most
+    60 µs of CPU per request, and ``serve --workers 2`` 1.3x one process."""
+    gateway, node = rows.get("gateway"), rows.get("node-peer")
+    if gateway is None or gateway.error or not gateway.rate:
+        return []
+    out = [
+        Check(
+            "gateway CPU per request",
+            f"{_num(gateway.cpu_us, 0)} µs",
+            "≤ 60 µs",
+            None if gateway.cpu_us is None else gateway.cpu_us <= 60,
+        )
+    ]
+    if node is not None and not node.error and node.rate:
+        vs_node = gateway.rate / node.rate
+        out.append(
+            Check("gateway rps / Node.js peer rps", _ratio(vs_node, "x"), "≥ 1.0x", vs_node >= 1.0)
+        )
+        if gateway.p99_ms is not None and node.p99_ms is not None:
+            out.append(
+                Check(
+                    "gateway p99 / Node.js peer p99",
+                    f"{gateway.p99_ms:.1f} / {node.p99_ms:.1f} ms",
+                    "≤ 1.0",
+                    gateway.p99_ms <= node.p99_ms,
+                )
+            )
+    workers = rows.get("gateway-workers-2")
+    if workers is not None and not workers.error and workers.rate:
+        scale = workers.rate / gateway.rate
+        out.append(
+            Check("serve --workers 2 / one serve", _ratio(scale, "x"), "≥ 1.3x", scale >= 1.3)
+        )
+    return out
 
 
 def checks(rows: dict[str, Row]) -> list[Check]:
@@ -131,6 +171,7 @@ def checks(rows: dict[str, Row]) -> list[Check]:
             ),
         ]
     )
+    out += peer_checks(rows)
     for name in ("worker-postgres", "worker-sqlite"):
         row = rows.get(name)
         if row is None:
@@ -174,8 +215,9 @@ def markdown(
     for section, rows in sections.items():
         lines += ["", f"## {section}", ""]
         lines += [
-            "| target | measures | rate | of ceiling | p50 ms | p99 ms | peak RSS MB | non-2xx |",
-            "|---|---|---:|---:|---:|---:|---:|---:|",
+            "| target | measures | rate | of ceiling | p50 ms | p99 ms | CPU µs/req | peak RSS MB "
+            "| non-2xx |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for row in rows:
             rate = "error" if row.error else f"{_num(row.rate)} {row.unit}"
@@ -183,7 +225,8 @@ def markdown(
             ceiling = "—" if share is None else f"{share:.2f}x {CEILINGS[row.name]}"
             lines.append(
                 f"| {row.name} | {row.measures} | {rate} | {ceiling} | {_num(row.p50_ms, 1)} | "
-                f"{_num(row.p99_ms, 1)} | {_num(row.rss_mb, 1)} | {_num(row.non2xx)} |"
+                f"{_num(row.p99_ms, 1)} | {_num(row.cpu_us, 0)} | {_num(row.rss_mb, 1)} | "
+                f"{_num(row.non2xx)} |"
             )
     lines += ["", "## Targets", "", "| check | measured | target | verdict |", "|---|---|---|---|"]
     lines += [f"| {c.label} | {c.value} | {c.target} | {c.verdict} |" for c in found]
