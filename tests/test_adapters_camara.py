@@ -301,7 +301,12 @@ def test_legacy_device_status_without_device_has_no_partition_key() -> None:
 @pytest.mark.parametrize(
     ("event", "extra", "field"),
     [
-        ({"eventType": "DEVICE_STATUS_CHANGED"}, {}, "event.eventType"),
+        ({"eventType": "DEVICE_STATUS_CHANGED"}, {}, "event.eventDetail.deviceStatus"),
+        (
+            {"eventType": "CONNECTIVITY", "eventDetail": {"deviceStatus": "ASLEEP"}},
+            {},
+            "event.eventDetail.deviceStatus",
+        ),
         ({"eventType": "roaming_status"}, {}, "event.eventType"),
         ({"eventType": None}, {}, "event.eventType"),
         ({"eventType": 3}, {}, "event.eventType"),
@@ -466,3 +471,138 @@ def test_legacy_event_id_longer_than_an_amqp_message_id_is_400() -> None:
     error = rejection(body)
     assert error.status == 400
     assert error.field == "event.eventId"
+
+
+# --- contract §3 "More shapes every adapter must take", §8 partitionkey ----------------------
+
+
+def test_nac_hybrid_without_data_subscription_id_gets_event_subscription_id() -> None:
+    """Hybrid data without subscriptionId gets eventSubscriptionId, so workers find it."""
+    data = {"device": {"phoneNumber": "36701234567"}, "deviceStatus": "REACHABLE"}
+    hybrid = {**NAC_HYBRID, "data": data}
+    [event] = send(hybrid)
+    assert event["data"] == {**data, "subscriptionId": NAC_HYBRID["eventSubscriptionId"]}
+    assert "eventSubscriptionId" not in event
+
+
+def test_hybrid_with_only_event_subscription_id_and_no_data() -> None:
+    """A CloudEvent with eventSubscriptionId and no data gets data.subscriptionId alone."""
+    body = {
+        "id": "e-1",
+        "source": "/s",
+        "type": "org.camaraproject.device-status.v0.subscription-ends",
+        "specversion": "1.0",
+        "time": "2024-05-13T09:41:52Z",
+        "eventSubscriptionId": "sub-9",
+    }
+    [event] = send(body)
+    assert event["data"] == {"subscriptionId": "sub-9"}
+
+
+@pytest.mark.parametrize(
+    ("event_type", "status", "ce_type"),
+    [
+        ("CONNECTIVITY", "REACHABLE", "org.camaraproject.device-status.v0.connectivity-data"),
+        (
+            "CONNECTIVITY",
+            "UNREACHABLE",
+            "org.camaraproject.device-status.v0.connectivity-disconnected",
+        ),
+        (
+            "DEVICE_STATUS_CHANGED",
+            "REACHABLE",
+            "org.camaraproject.device-status.v0.connectivity-data",
+        ),
+        (
+            "DEVICE_STATUS_CHANGED",
+            "UNREACHABLE",
+            "org.camaraproject.device-status.v0.connectivity-disconnected",
+        ),
+    ],
+)
+def test_older_nac_connectivity_body(event_type: str, status: str, ce_type: str) -> None:
+    """The older NaC body's deviceStatus REACHABLE/UNREACHABLE picks the connectivity type."""
+    body = {
+        "eventSubscriptionId": "sub-c",
+        "event": {
+            "eventType": event_type,
+            "eventTime": "2024-05-13T09:41:52Z",
+            "eventDetail": {"device": {"phoneNumber": "36701234567"}, "deviceStatus": status},
+        },
+    }
+    [event] = send(body)
+    assert event["type"] == ce_type
+    assert event["partitionkey"] == "+36701234567"
+    assert event["data"] == {
+        "device": {"phoneNumber": "36701234567"},
+        "deviceStatus": status,
+        "subscriptionId": "sub-c",
+    }
+
+
+def test_x_correlator_becomes_xcorrelator() -> None:
+    """The x-correlator header is copied to every event as the xcorrelator extension."""
+    raw = orjson.dumps(fixture("camara-roaming-on.json"))
+    [event] = normalize(headers("application/json", ("x-correlator", "c-1:abc")), raw, CTX)
+    assert event["xcorrelator"] == "c-1:abc"
+    [plain] = normalize(headers("application/json"), raw, CTX)
+    assert "xcorrelator" not in plain
+    [odd] = normalize(headers("application/json", ("x-correlator", "has space")), raw, CTX)
+    assert "xcorrelator" not in odd
+
+
+@pytest.mark.parametrize("phone", [36701234567, "36701234567", "+36701234567"])
+def test_phone_number_forms_key_with_plus_and_data_unchanged(phone: Any) -> None:
+    """A phone number as a JSON number or without + keys +E.164; data keeps what was sent."""
+    body = fixture("camara-roaming-on.json")
+    body["data"]["device"] = {"phoneNumber": phone}
+    [event] = send(body)
+    assert event["partitionkey"] == "+36701234567"
+    assert event["data"]["device"]["phoneNumber"] == phone
+
+
+def test_qos_provisioning_is_keyed_by_assignment_id() -> None:
+    """qos-provisioning status-changed events are keyed by data.assignmentId."""
+    body = {
+        "id": "qp-1",
+        "source": "https://api.example.com/qos-provisioning/v0",
+        "type": "org.camaraproject.qos-provisioning.v0.status-changed",
+        "specversion": "1.0",
+        "time": "2025-01-01T00:00:00Z",
+        "data": {"assignmentId": "as-1", "status": "AVAILABLE"},
+    }
+    [event] = send(body, "application/cloudevents+json")
+    assert event["partitionkey"] == "as-1"
+
+
+def test_ipv4_device_keys_with_private_address_or_port() -> None:
+    """An IPv4 device is keyed ipv4:<public>/<private>, or ipv4:<public>:<port>."""
+    body = fixture("camara-roaming-on.json")
+    body["data"]["device"] = {
+        "ipv4Address": {"publicAddress": "84.125.93.10", "privateAddress": "10.0.0.1"}
+    }
+    assert send(body)[0]["partitionkey"] == "ipv4:84.125.93.10/10.0.0.1"
+    body["data"]["device"] = {"ipv4Address": {"publicAddress": "84.125.93.10", "publicPort": 80}}
+    assert send(body)[0]["partitionkey"] == "ipv4:84.125.93.10:80"
+
+
+def test_sender_partition_key_that_differs_is_400() -> None:
+    """A sender's partitionkey naming another entity than data is a 400 naming partitionkey."""
+    body = {**fixture("camara-roaming-on.json"), "partitionkey": "+999999999"}
+    assert rejection(body).field == "partitionkey"
+    batch = [fixture("camara-roaming-on.json"), body]
+    assert rejection(batch, "application/cloudevents-batch+json").field == "[1].partitionkey"
+
+
+@pytest.mark.parametrize("sent", ["+123456789", "123456789"])
+def test_sender_partition_key_that_agrees_is_kept_in_e164(sent: str) -> None:
+    """A sender's partitionkey equal to the derived one (with or without +) is accepted."""
+    body = {**fixture("camara-roaming-on.json"), "partitionkey": sent}
+    assert send(body)[0]["partitionkey"] == "+123456789"
+
+
+def test_sender_partition_key_without_derivable_entity_is_kept() -> None:
+    """When data names no entity the sender's partitionkey is kept as sent."""
+    body = {**fixture("camara-subscription-started-roaming.json"), "partitionkey": "mine"}
+    body["data"] = {"subscriptionId": "s", "initiationReason": "SUBSCRIPTION_CREATED"}
+    assert send(body)[0]["partitionkey"] == "mine"

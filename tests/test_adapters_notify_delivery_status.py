@@ -150,3 +150,74 @@ def test_id_longer_than_an_amqp_message_id_is_400() -> None:
     error = ADAPTER.rejection(receipt(id="n" * 250))
     assert error.status == 400
     assert error.field == "id"
+
+
+# GOV.UK Notify complaint callback (alphagov/notifications-api service_callback_tasks.py).
+COMPLAINT: dict[str, Any] = {
+    "notification_id": "5b1e2f3a-0c4d-4e5f-8a9b-0c1d2e3f4a5b",
+    "complaint_id": "c0mp1a1n-7000-4000-8000-000000000001",
+    "reference": "ref-1",
+    "to": "person@example.com",
+    "complaint_date": "2024-02-01T10:00:00.000000Z",
+}
+# GOV.UK returned-letter callback (notifications-tech-docs _callbacks.md field list).
+RETURNED_LETTER: dict[str, Any] = {
+    "notification_id": "6c2f3a4b-1d5e-4f60-9b0c-1d2e3f4a5b6c",
+    "reference": "letter-1",
+    "date_sent": "2024-01-20T09:00:00.000000Z",
+    "sent_by": "Example Service",
+    "template_name": "Letter",
+    "template_id": "f33517ff-2a88-4f6e-b855-c550268ce08a",
+    "template_version": 3,
+    "spreadsheet_file_name": None,
+    "spreadsheet_row_number": None,
+    "upload_letter_file_name": None,
+}
+
+
+def test_complaint_callback() -> None:
+    """A complaint is notify.email.complaint, id complaint_id, time complaint_date."""
+    [event] = send(COMPLAINT)
+    assert event == {
+        "specversion": "1.0",
+        "id": COMPLAINT["complaint_id"],
+        "source": "/callbacks/notify-status",
+        "type": "notify.email.complaint",
+        "subject": COMPLAINT["notification_id"],
+        "time": COMPLAINT["complaint_date"],
+        "datacontenttype": "application/json",
+        "partitionkey": COMPLAINT["notification_id"],
+        "gatewaysource": "notify-status",
+        "gatewayreceived": RECEIVED,
+        "data": COMPLAINT,
+    }
+
+
+def test_returned_letter_callback() -> None:
+    """A returned letter is notify.letter.returned, id <notification_id>:returned, receive time."""
+    [event] = send(RETURNED_LETTER)
+    assert event["type"] == "notify.letter.returned"
+    assert event["id"] == f"{RETURNED_LETTER['notification_id']}:returned"
+    assert event["subject"] == event["partitionkey"] == RETURNED_LETTER["notification_id"]
+    assert event["time"] == RECEIVED
+    assert event["data"] == RETURNED_LETTER
+    assert send(RETURNED_LETTER) == [event]  # the same callback twice: the same event
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({**COMPLAINT, "complaint_date": None}, "complaint_date"),
+        ({**COMPLAINT, "complaint_date": "yesterday"}, "complaint_date"),
+        ({**COMPLAINT, "notification_id": None}, "notification_id"),
+        ({**COMPLAINT, "complaint_id": 5}, "complaint_id"),
+        ({**RETURNED_LETTER, "notification_id": ""}, "notification_id"),
+    ],
+)
+def test_complaint_and_returned_letter_errors_name_the_field(
+    body: dict[str, Any], field: str
+) -> None:
+    """A malformed complaint or returned letter is a 400 naming its field."""
+    error = rejection(body)
+    assert isinstance(error, BadRequest)
+    assert error.field == field

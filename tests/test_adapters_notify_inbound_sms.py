@@ -42,13 +42,23 @@ def test_inbound_fixture_exactly() -> None:
     ]
 
 
-def test_gov_uk_number_format_is_kept_as_the_key() -> None:
-    """GOV.UK's 447700912345 sender format is the partition key as sent."""
-    [event] = send(message(source_number="447700912345"))
-    assert event["partitionkey"] == "447700912345"
+@pytest.mark.parametrize(
+    ("source_number", "key"),
+    [
+        ("447700912345", "+447700912345"),
+        (447700912345, "+447700912345"),
+        ("+447700912345", "+447700912345"),
+        ("07700912345", "07700912345"),
+    ],
+)
+def test_sender_number_is_keyed_in_e164_with_plus(source_number: Any, key: str) -> None:
+    """GOV.UK's 447700912345 (or a JSON number) keys +447700912345; data is unchanged."""
+    [event] = send(message(source_number=source_number))
+    assert event["partitionkey"] == key
+    assert event["data"]["source_number"] == source_number
 
 
-@pytest.mark.parametrize("source_number", [None, "", 61412987654])
+@pytest.mark.parametrize("source_number", [None, "", True, 0, ["+61412987654"]])
 def test_no_usable_sender_no_partition_key(source_number: Any) -> None:
     """Without a sender number string the event has no partitionkey."""
     [event] = send(message(source_number=source_number))

@@ -33,8 +33,25 @@ from gateway.adapters.partition import add_partition_key, partition_key
         ),
         (
             {"device": {"ipv4Address": {"publicAddress": "84.125.93.10", "publicPort": 59765}}},
-            "84.125.93.10",
+            "ipv4:84.125.93.10:59765",
         ),
+        (
+            {
+                "device": {
+                    "ipv4Address": {
+                        "publicAddress": "84.125.93.10",
+                        "privateAddress": "10.0.0.7",
+                        "publicPort": 59765,
+                    }
+                }
+            },
+            "ipv4:84.125.93.10/10.0.0.7",
+        ),
+        (
+            {"device": {"ipv4Address": {"publicAddress": "84.125.93.10", "publicPort": 0}}},
+            "ipv4:84.125.93.10:0",
+        ),
+        ({"device": {"phoneNumber": 36701234567}}, "+36701234567"),
         (
             {"sessionId": "3fa85f64-5717-4562-b3fc-2c963f66afa6"},
             "3fa85f64-5717-4562-b3fc-2c963f66afa6",
@@ -58,15 +75,26 @@ def test_key_order_phone_nai_ipv6_ipv4_session(data: dict[str, Any], key: str) -
         [],
         {},
         {"device": "+123456789"},
-        {"device": {"phoneNumber": 123456789}},
+        {"device": {"phoneNumber": True}},
         {"device": {"ipv4Address": "1.2.3.4"}},
+        {"device": {"ipv4Address": {"publicAddress": "1.2.3.4"}}},
+        {"device": {"ipv4Address": {"publicAddress": "1.2.3.4", "publicPort": 70000}}},
+        {"device": {"ipv4Address": {"publicAddress": "1.2.3.4", "publicPort": "80"}}},
         {"sessionId": 5},
         {"subscriptionId": "sub-1"},
     ],
 )
 def test_no_entity_no_key(data: Any) -> None:
-    """Data that names no device or session gives no key."""
+    """Data that names no device or session gives no key (a public IPv4 address alone
+    names no device: many share it behind carrier-grade NAT)."""
     assert partition_key(data) is None
+
+
+def test_qos_provisioning_is_keyed_by_assignment() -> None:
+    """A qos-provisioning event is about its assignmentId, even when data has a device."""
+    data = {"assignmentId": "a-1", "status": "AVAILABLE", "device": {"phoneNumber": "+1234567"}}
+    assert partition_key(data, "org.camaraproject.qos-provisioning.v0.status-changed") == "a-1"
+    assert partition_key({"status": "X"}, "org.camaraproject.qos-provisioning.v0.x") is None
 
 
 def test_existing_key_is_kept() -> None:

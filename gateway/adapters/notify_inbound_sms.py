@@ -1,7 +1,8 @@
 """The ``notify-inbound-sms`` adapter: text messages Notify received for the service.
 
 The event id is Notify's message id (one callback per message); ``partitionkey`` is the
-sender's number. The body becomes ``data`` unchanged.
+sender's number, in E.164 with its ``+`` when GOV.UK sent it without (``447700912345``) or
+as a JSON number. The body becomes ``data`` unchanged.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from collections.abc import Mapping
 from gateway.adapters.context import Context
 from gateway.adapters.envelope import check_id, check_time, load_object, require_text, stamp
 from gateway.adapters.media import JSON, require_json
+from gateway.adapters.partition import phone_key
 from gateway.cloudevent import SPECVERSION, CloudEvent
 
 TYPE = "notify.sms.inbound"
@@ -32,8 +34,8 @@ def normalize(headers: Mapping[str, str], body: bytes, ctx: Context) -> list[Clo
     if date_received is not None:
         event["time"] = check_time(date_received, "date_received")
     event["datacontenttype"] = JSON
-    source_number = message.get("source_number")
-    if isinstance(source_number, str) and source_number:
+    source_number = phone_key(message.get("source_number"))
+    if source_number is not None:
         event["partitionkey"] = source_number
     stamp(event, ctx)
     event["data"] = message
