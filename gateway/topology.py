@@ -15,11 +15,13 @@ from aio_pika.abc import AbstractChannel, AbstractExchange
 
 from gateway.settings import AmqpSettings, WorkerSettings
 
-_ROAMING_LEGACY = "org.camaraproject.device-status.v0"
+# Every event version (``.*.``): CAMARA versions events apart from the API, and a new ``v1``
+# type must reach its worker, not ``.unrouted`` (contract §5).
+_ROAMING_LEGACY = "org.camaraproject.device-status.*"
 BUILTIN_BINDINGS: dict[str, tuple[str, ...]] = {
     "roaming": (
-        "org.camaraproject.device-roaming-status-subscriptions.v0.*",
-        "org.camaraproject.roaming-status-subscriptions.v0.*",
+        "org.camaraproject.device-roaming-status-subscriptions.*.*",
+        "org.camaraproject.roaming-status-subscriptions.*.*",
         f"{_ROAMING_LEGACY}.roaming-status",
         f"{_ROAMING_LEGACY}.roaming-on",
         f"{_ROAMING_LEGACY}.roaming-off",
@@ -27,7 +29,7 @@ BUILTIN_BINDINGS: dict[str, tuple[str, ...]] = {
         f"{_ROAMING_LEGACY}.subscription-ends",
     ),
     "reachability": (
-        "org.camaraproject.device-reachability-status-subscriptions.v0.*",
+        "org.camaraproject.device-reachability-status-subscriptions.*.*",
         f"{_ROAMING_LEGACY}.connectivity-data",
         f"{_ROAMING_LEGACY}.connectivity-sms",
         f"{_ROAMING_LEGACY}.connectivity-disconnected",
