@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from gateway.auth_jwt import jwks_lifecycle
 from gateway.callbacks import CallbackHandlers, EventPublisher
 from gateway.logs import get_logger
 from gateway.metrics import IngressMetrics
@@ -45,6 +46,9 @@ def create_app(
     app[PUBLISHER] = publisher
     app[METRICS] = metrics
     callbacks = CallbackHandlers(settings, publisher, metrics)
+    jwks = [access.jwks for access in callbacks.access.values() if access.jwks is not None]
+    if jwks:
+        app.cleanup_ctx.append(jwks_lifecycle(jwks))
     ops = OpsHandlers(metrics, (lambda: ready_publisher.ready, *readiness))
     for source in settings.sources:
         app.router.add_post(f"/callbacks/{source.name}", callbacks.post_to(source))
@@ -55,8 +59,11 @@ def create_app(
     app.router.add_get("/metrics", ops.metrics)
     for source in settings.sources:
         if source.auth == "none":
-            log.warning("source accepts callbacks without a token", source=source.name)
-        elif not source.tokens:
+            log.warning(
+                "source accepts callbacks without a credential (allow_from only)",
+                source=source.name,
+            )
+        elif source.auth == "bearer" and not source.tokens:
             log.warning(
                 "source has no tokens configured: every callback gets 401", source=source.name
             )

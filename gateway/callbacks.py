@@ -1,8 +1,10 @@
 """``POST /callbacks/{source}`` and its ``OPTIONS`` handshake: glue from HTTP to the pure parts.
 
-The order is the contract: find the source (404), authenticate the headers before touching
-the body (401), read at most ``max_body_bytes`` (413), normalise (400/415), publish and wait
-for every confirm (204, or 503 + ``Retry-After``). A 4xx after authentication is kept on
+The order is the contract: find the source (404), check the client address (403) and
+authenticate before touching the body (401; a signature scheme reads the raw body first),
+the source's rate limit (429), read at most ``max_body_bytes`` (413), normalise (400/415),
+check the types the source may send (403), publish and wait for every confirm (204, or
+503 + ``Retry-After``). A 4xx after authentication is kept on
 ``<prefix>.rejected`` before it is answered, because Notify never retries a 4xx.
 """
 
@@ -18,19 +20,26 @@ from aiohttp.typedefs import Handler
 
 from gateway.adapters import ADAPTERS, Context
 from gateway.adapters.errors import AdapterError
-from gateway.auth import extract_token, verify
+from gateway.auth import AuthResult, Outcome
+from gateway.body_reader import BODY_CHARGE, BodyNotReceived, InflightFull, read_charged
 from gateway.cloudevent import CloudEvent, rfc3339
+from gateway.inflight import InflightBudget
 from gateway.logs import get_logger
 from gateway.metrics import UNKNOWN_SOURCE, IngressMetrics
 from gateway.problem import problem_response
 from gateway.publisher import BrokerUnavailable
+from gateway.rate_limit import retry_after
 from gateway.rejected import rejected_record
 from gateway.settings import Settings, Source
+from gateway.source_access import SourceAccess
 
 log = get_logger("gateway.callbacks")
 
 RETRY_AFTER_S = "5"
 NO_CONTENT = 204
+# One answer for every failed credential, whatever was wrong with it (contract §8).
+UNAUTHORIZED_DETAIL = "valid credentials for this source are required"
+UNAUTHORIZED_HEADERS = {"WWW-Authenticate": 'Bearer realm="event-gateway"'}
 
 
 class EventPublisher(Protocol):
@@ -61,6 +70,11 @@ class CallbackHandlers:
         self._publisher = publisher
         self._metrics = metrics
         self._clock = clock
+        self.inflight = InflightBudget(settings.http.max_inflight_bytes)
+        self.access = {
+            source.name: SourceAccess(source, settings.http.trusted_proxies)
+            for source in settings.sources
+        }
 
     async def post(self, request: web.Request) -> web.StreamResponse:
         """``POST /callbacks/{source}`` for any name: the configured ones come here only when
@@ -77,7 +91,21 @@ class CallbackHandlers:
 
     async def _post(self, request: web.Request, source: Source | None) -> web.StreamResponse:
         started = time.perf_counter()
-        response = await self._handle(request, source)
+        charge = request[BODY_CHARGE] = self.inflight.charge(source.name if source else "")
+        try:
+            response = await self._handle(request, source)
+        except InflightFull:
+            log.warning("callback not accepted: in-flight bytes", status=503)
+            response = problem_response(
+                503,
+                "too many request bodies are being processed; retry later",
+                headers={"Retry-After": "1"},
+            )
+        except BodyNotReceived as exc:  # nobody is listening for the answer any more
+            log.info("body not received", status=408, error=str(exc))
+            response = problem_response(408, "the body did not arrive")
+        finally:
+            charge.release()
         self._metrics.observe(
             source.name if source else UNKNOWN_SOURCE,
             response.status,
@@ -89,24 +117,34 @@ class CallbackHandlers:
         if source is None:
             return problem_response(404, "no callback source of that name is configured")
         received_at = self._clock()
-        if source.auth != "none":
-            token = extract_token(
-                request.headers.get("Authorization"), request.query.get("access_token")
+        # Contract §8: allow_from, the credential, rate_limit (gateway.source_access).
+        access = self.access[source.name]
+        if not access.admits(request.remote, request.headers.getall("X-Forwarded-For", ())):
+            log.info("callback refused", source=source.name, status=403, reason="allow_from")
+            return problem_response(403, "this client address may not send to this source")
+        body: bytes | None = None
+        if access.needs_body:  # a signature covers the raw body: read it first, keep nothing
+            body = await self._read_body(request)
+            if body is None:
+                return problem_response(413, self._too_large)
+        auth = await access.authenticate(
+            request.headers, request.query.get("access_token"), body, received_at
+        )
+        if auth.outcome is not Outcome.ACCEPTED:
+            return await self._unauthenticated(request, source, auth, received_at)
+        wait = access.rate_wait()
+        if wait:
+            log.info("callback refused", source=source.name, status=429, reason="rate_limit")
+            return problem_response(
+                429,
+                "this source is over its rate limit",
+                headers={"Retry-After": retry_after(wait)},
             )
-            if not verify(token, source.tokens, received_at):
-                log.info("callback refused", source=source.name, status=401)
-                return problem_response(
-                    401,
-                    "a valid bearer token for this source is required",
-                    headers={"WWW-Authenticate": 'Bearer realm="event-gateway"'},
-                )
         received = rfc3339(received_at)
-        if (request.content_length or 0) > self._max_body:
-            return await self._reject(request, source, 413, self._too_large, received_at, None)
-        try:
-            body = await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            return await self._reject(request, source, 413, self._too_large, received_at, None)
+        if body is None:
+            body = await self._read_body(request)
+            if body is None:
+                return await self._reject(request, source, 413, self._too_large, received_at, None)
 
         try:
             events = self._adapters[source.name](
@@ -115,6 +153,17 @@ class CallbackHandlers:
         except AdapterError as exc:
             return await self._reject(
                 request, source, exc.status, exc.detail, received_at, body, field=exc.field
+            )
+        forbidden = access.forbidden_type(events)
+        if forbidden is not None:
+            return await self._reject(
+                request,
+                source,
+                403,
+                f"this source may not send events of type {forbidden!r}",
+                received_at,
+                body,
+                field="type",
             )
 
         try:
@@ -134,6 +183,32 @@ class CallbackHandlers:
                 event_type=event["type"],
             )
         return web.Response(status=NO_CONTENT)
+
+    async def _read_body(self, request: web.Request) -> bytes | None:
+        """The body, or None when it is larger than ``max_body_bytes``."""
+        if (request.content_length or 0) > self._max_body:
+            return None
+        return await read_charged(request, self._max_body)  # under max_inflight_bytes (§7)
+
+    async def _unauthenticated(
+        self, request: web.Request, source: Source, auth: AuthResult, received_at: datetime
+    ) -> web.StreamResponse:
+        """401 (one generic answer), or 503 when the keys to check it cannot be loaded. An
+        expired bearer token that matched is kept on ``.rejected`` first (contract §8)."""
+        if auth.outcome is Outcome.UNAVAILABLE:
+            log.warning("callback not checked: keys unavailable", source=source.name, status=503)
+            return problem_response(
+                503,
+                "the keys to check this credential cannot be loaded right now",
+                headers={"Retry-After": retry_after(auth.retry_after_s)},
+            )
+        if auth.outcome is Outcome.EXPIRED:
+            body = await self._read_body(request)
+            kept = await self._reject(request, source, 401, "token expired", received_at, body)
+            if kept.status == 503:
+                return kept
+        log.info("callback refused", source=source.name, status=401)
+        return problem_response(401, UNAUTHORIZED_DETAIL, headers=UNAUTHORIZED_HEADERS)
 
     async def _reject(
         self,

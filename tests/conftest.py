@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -46,6 +47,10 @@ def fixture_content_type(fixture: Path) -> str:
     return "application/json"
 
 
+# auth = "none" only together with allow_from (contract §8): the test client is local.
+LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
+
+
 def digest(token: str) -> TokenDigest:
     return TokenDigest(bytes.fromhex(hash_token(token).removeprefix("sha256:")))
 
@@ -60,7 +65,7 @@ def make_settings(prefix: str, **amqp: object) -> Settings:
             Source("cloudevents", "cloudevents", (digest(TOKENS["cloudevents"]),)),
             Source("notify-status", "notify-delivery-status", (digest(TOKENS["notify-status"]),)),
             Source("notify-inbound", "notify-inbound-sms", (digest(TOKENS["notify-inbound"]),)),
-            Source("open", "camara", (), auth="none"),
+            Source("open", "camara", (), auth="none", allow_from=LOOPBACK),
         ),
     )
 
