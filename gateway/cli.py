@@ -70,6 +70,16 @@ def build_parser() -> argparse.ArgumentParser:
     _config_option(serve)
     serve.add_argument("--host", help="listen address (default [http] host)")
     serve.add_argument("--port", type=int, help="listen port (default [http] port)")
+    serve.add_argument(
+        "--workers",
+        metavar="N",
+        default="1",
+        help="ingress processes sharing the port (SO_REUSEPORT), each with its own broker "
+        "connection; 'auto' = one per CPU (default 1)",
+    )
+    # Set by the supervisor of ``--workers N`` for each child; not for people.
+    serve.add_argument("--process-slot", type=int, help=argparse.SUPPRESS)
+    serve.add_argument("--process-dir", help=argparse.SUPPRESS)
     serve.set_defaults(func=_serve)
 
     run = commands.add_parser("run", help="ingress and the three built-in workers in one process")
@@ -100,6 +110,7 @@ def _config_option(parser: argparse.ArgumentParser) -> None:
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     handler: Command = args.func
     settings = Settings()
     if getattr(args, "needs_settings", True):
@@ -132,16 +143,37 @@ def run_async(main: Coroutine[Any, Any, int]) -> int:
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
-    from gateway.app import create_app
+    from gateway.app import METRICS, create_app
     from gateway.server import install_signal_handlers, serve_app
+    from gateway.supervisor import supervise, worker_count
 
+    try:
+        processes = worker_count(args.workers)
+    except ValueError as exc:
+        print(f"event-gateway: serve: {exc}", file=sys.stderr)
+        return 2
+    if processes > 1 and args.process_slot is None:
+        return supervise(args.argv, processes)
     host = args.host or settings.http.host
     port = settings.http.port if args.port is None else args.port
+    child = args.process_slot is not None and args.process_dir is not None
 
     async def main() -> int:
         stop = asyncio.Event()
         install_signal_handlers(stop)
-        await serve_app(create_app(settings), host, port, stop)
+        app = create_app(settings)
+        companions = []
+        if child:
+            from pathlib import Path
+
+            from gateway.sibling_metrics import SiblingMetrics
+
+            siblings = SiblingMetrics(
+                app[METRICS].registry, Path(args.process_dir), args.process_slot
+            )
+            app[METRICS].renderer = siblings.render
+            companions.append(lambda: siblings.publish_until(stop))
+        await serve_app(app, host, port, stop, companions=companions, reuse_port=child)
         return 0
 
     return run_async(main())

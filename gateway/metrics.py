@@ -109,6 +109,8 @@ class IngressMetrics(Collector):
         self.rejected_kept = self._publishes["rejected_kept"]
         self.registry = CollectorRegistry(auto_describe=True)
         self.registry.register(self)
+        # ``serve --workers N`` swaps in a renderer that adds the sibling processes' numbers.
+        self.renderer: Callable[[], bytes] = lambda: generate_latest(self.registry)
         register_process_metrics(self.registry)
 
     def observe(self, source: str, status: int, seconds: float) -> None:
@@ -154,4 +156,4 @@ class IngressMetrics(Collector):
         )
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        return self.renderer()
