@@ -60,6 +60,7 @@ ROOT = HERE.parents[1]
 CALLBACK_PATH = "/callbacks/camara"
 TARGETS = (
     "gateway",
+    "gateway-workers-2",
     "node-peer",
     "go-peer",
     "reference",
@@ -71,8 +72,16 @@ TARGETS = (
 )
 # --only also takes a section's name for all of its targets.
 SECTION_TARGETS = {
-    "ingress": ("gateway", "node-peer", "go-peer", "reference", "bare", "raw-publish"),
-    "peers": ("gateway", "node-peer", "go-peer"),
+    "ingress": (
+        "gateway",
+        "gateway-workers-2",
+        "node-peer",
+        "go-peer",
+        "reference",
+        "bare",
+        "raw-publish",
+    ),
+    "peers": ("gateway", "gateway-workers-2", "node-peer", "go-peer"),
     "worker": ("raw-consume", "worker-sqlite", "worker-postgres"),
     "workers": ("raw-consume", "worker-sqlite", "worker-postgres"),
 }
@@ -186,6 +195,16 @@ def _cleanup(ctx: Context, row: Row, *, exchanges: list[str], queues: list[str])
 def bench_gateway(ctx: Context) -> Row:
     """``event-gateway serve`` with one camara source, publishing to a fresh exchange."""
     row = Row("gateway", "event-gateway serve: auth, normalize, confirmed publish")
+    return _bench_serve(ctx, row, [])
+
+
+def bench_gateway_workers(ctx: Context) -> Row:
+    """``event-gateway serve --workers 2``: two processes on one port (SO_REUSEPORT)."""
+    row = Row("gateway-workers-2", "serve --workers 2: two ingress processes, one port")
+    return _bench_serve(ctx, row, ["--workers", "2"])
+
+
+def _bench_serve(ctx: Context, row: Row, extra: list[str]) -> Row:
     cli = Path(_python()).with_name("event-gateway")
     probe = subprocess.run(
         [str(cli), "serve", "--help"], capture_output=True, text=True, timeout=60, check=False
@@ -200,9 +219,10 @@ def bench_gateway(ctx: Context) -> Row:
     with tempfile.TemporaryDirectory(prefix="bench-gateway-") as tmp:
         config = Path(tmp) / "gateway.toml"
         config.write_text(gateway_config(ctx, prefix, port, Path(tmp)), encoding="utf-8")
-        argv = [str(cli), "serve", "--config", str(config)]
+        argv = [str(cli), "serve", "--config", str(config), *extra]
         try:
-            with Server("gateway", argv, port, ctx.logs / "gateway.log", clean_env()) as server:
+            log = ctx.logs / f"{row.name}.log"
+            with Server(row.name, argv, port, log, clean_env()) as server:
                 server.wait_ready()
                 asyncio.run(
                     broker.declare_sink(
@@ -213,7 +233,7 @@ def bench_gateway(ctx: Context) -> Row:
                         declare_exchange=False,
                     )
                 )
-                _load(ctx, server, row, profile_as="gateway" if ctx.profile else None)
+                _load(ctx, server, row, profile_as="gateway" if ctx.profile and not extra else None)
                 _check_stored(ctx, row, f"{prefix}.bench")
             row.rss_kib = server.rss_kib
         finally:
@@ -526,6 +546,7 @@ def ingress_section(ctx: Context) -> list[Row]:
         ctx,
         [
             ("gateway", bench_gateway),
+            ("gateway-workers-2", bench_gateway_workers),
             ("node-peer", bench_node_peer),
             ("go-peer", bench_go_peer),
             ("reference", bench_reference),
@@ -728,7 +749,7 @@ def main(argv: list[str] | None = None) -> int:
         devices=args.devices,
     )
     ctx.logs.mkdir(parents=True, exist_ok=True)
-    if ctx.only & {"gateway", "node-peer", "go-peer", "reference", "bare"}:
+    if ctx.only & {"gateway", "gateway-workers-2", "node-peer", "go-peer", "reference", "bare"}:
         loadgen.ensure_wrk()
     setup = _setup(ctx, len(body), len(event_body))
     rounds: dict[str, list[list[Row]]] = {title: [] for title in SECTIONS}
