@@ -51,6 +51,7 @@ import payload
 import peers
 import profiling
 import report
+import stages
 import worker_bench
 from report import Row
 from servers import Server, clean_env, free_port
@@ -172,6 +173,12 @@ def _load(ctx: Context, server: Server, row: Row, *, profile_as: str | None = No
             f"{recording.folded}"
         )
         ctx.appendix += [f"## Profile: {row.name} (py-spy)", "", "```", summary, "```", ""]
+        ctx.appendix += [
+            f"## Stages: {row.name}, CPU µs per request (py-spy samples x measured CPU)",
+            "",
+            stages.table(recording.folded, row.cpu_us),
+            "",
+        ]
 
 
 def _tree_cpu(pid: int) -> float:
@@ -503,6 +510,12 @@ def _bench_worker(ctx: Context, backend: worker_bench.Backend, row: Row) -> Row:
             f"{result.profile.folded}"
         )
         ctx.appendix += [f"## Profile: {row.name} (py-spy)", "", "```", summary, "```", ""]
+        ctx.appendix += [
+            f"## Stages: {row.name}, CPU µs per request (py-spy samples x measured CPU)",
+            "",
+            stages.table(recording.folded, row.cpu_us),
+            "",
+        ]
     return row
 
 
