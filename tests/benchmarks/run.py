@@ -510,12 +510,6 @@ def _bench_worker(ctx: Context, backend: worker_bench.Backend, row: Row) -> Row:
             f"{result.profile.folded}"
         )
         ctx.appendix += [f"## Profile: {row.name} (py-spy)", "", "```", summary, "```", ""]
-        ctx.appendix += [
-            f"## Stages: {row.name}, CPU µs per request (py-spy samples x measured CPU)",
-            "",
-            stages.table(recording.folded, row.cpu_us),
-            "",
-        ]
     return row
 
 
