@@ -14,6 +14,7 @@ from aiohttp.typedefs import Handler
 
 from gateway.auth_jwt import jwks_lifecycle
 from gateway.callbacks import CallbackHandlers, EventPublisher
+from gateway.connections import HTTP_SETTINGS
 from gateway.logs import get_logger
 from gateway.metrics import IngressMetrics
 from gateway.ops import OpsHandlers
@@ -45,6 +46,7 @@ def create_app(
     metrics = IngressMetrics(lambda: ready_publisher.ready)
     app[PUBLISHER] = publisher
     app[METRICS] = metrics
+    app[HTTP_SETTINGS] = settings.http
     callbacks = CallbackHandlers(settings, publisher, metrics)
     jwks = [access.jwks for access in callbacks.access.values() if access.jwks is not None]
     if jwks:

@@ -2,8 +2,15 @@
 
 Context (``event_id``, ``event_type``, ``source``) is bound per request or delivery with
 ``structlog.contextvars``. Personal data is masked by a processor, so no call site has to
-remember: phone numbers keep ``+``, the first two and the last two digits; e-mail addresses
-keep only the domain; keys that hold message text are dropped.
+remember: any field whose value looks like a phone number keeps ``+``, the first two and the
+last two digits; one that looks like an e-mail address keeps only the domain; keys that hold
+message text are dropped. Free text (errors, exceptions, library messages) is also scrubbed of
+credentials (``Authorization`` values, bearer tokens, ``access_token``/signature/secret
+parameters and headers, passwords in URLs) and of phone numbers and addresses inside it.
+
+Every stdlib record (aiohttp, aio-pika, aiormq, asyncio, warnings) goes through the same
+pipeline: no library writes its own line to stdout or stderr. Console output escapes control
+characters, so a value cannot forge a line.
 """
 
 from __future__ import annotations
@@ -23,6 +30,21 @@ import structlog
 
 _PHONE = re.compile(r"\+?\d{5,15}")
 _EMAIL = re.compile(r"[^@\s]+@([^@\s]+)")
+# Inside free text: numbers of 7 or more digits not part of a longer word, e-mail addresses.
+_PHONE_IN_TEXT = re.compile(r"(?<![\w.+-])\+?\d{7,15}(?![\w])")
+_EMAIL_IN_TEXT = re.compile(r"[\w.+-]+@([\w-]+(?:\.[\w-]+)+)")
+_REDACTED = "[redacted]"
+_SECRETS = (
+    # A header line (raw request bytes quoted by a parser error, a dumped header block).
+    re.compile(
+        r"(?i)\b((?:proxy-)?authorization|cookie|set-cookie|x-api-key|[\w-]*(?:token|signature"
+        r"|secret|password)[\w-]*)(\s*[:=]\s*)([^\r\n;&'\"\\]+)"
+    ),
+    re.compile(r"(?i)\b(bearer|basic)(\s+)([\w.~+/=-]+)"),
+    re.compile(r"(?i)(\w+://)([^/@\s:]+:)([^/@\s]+)(?=@)"),  # a password in a URL
+)
+# Fields that hold free text: scrubbed whole, not only matched as a whole value.
+FREE_TEXT_KEYS = ("event", "error", "reason", "detail", "exception", "message")
 PERSONAL_KEYS = frozenset(
     {
         "device",
@@ -55,17 +77,70 @@ def mask(value: str) -> str:
     return value
 
 
+def scrub(text: str) -> str:
+    """Free text without credentials, phone numbers or e-mail addresses."""
+    for pattern in _SECRETS:
+        text = pattern.sub(_redact, text)
+    text = _EMAIL_IN_TEXT.sub(r"***@\1", text)
+    return _PHONE_IN_TEXT.sub(lambda match: mask(match.group()), text)
+
+
+def _redact(match: re.Match[str]) -> str:
+    return f"{match.group(1)}{match.group(2)}{_REDACTED}"
+
+
 def mask_personal_data(
     _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
 ) -> MutableMapping[str, Any]:
-    """structlog processor: mask personal values, drop message text."""
+    """structlog processor: mask personal values in every field, scrub free text, drop
+    message text. The per-event line is hot: a value is examined only when it ends in a
+    digit or holds an ``@``; free text is scrubbed only where it is not a constant."""
     for key in TEXT_KEYS & event_dict.keys():
         del event_dict[key]
-    for key in PERSONAL_KEYS & event_dict.keys():
-        value = event_dict[key]
-        if isinstance(value, str):
+    for key, value in event_dict.items():
+        if type(value) is str and value and (value[-1] in _DIGITS or "@" in value):
             event_dict[key] = mask(value)
+    for key in FREE_TEXT_KEYS:
+        value = event_dict.get(key)
+        if type(value) is str and (key != "event" or "logger" in event_dict):
+            event_dict[key] = scrub(value)
     return event_dict
+
+
+_DIGITS = frozenset("0123456789")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def escape_control_characters(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """structlog processor for console output: ``\\n``, ``\\x1b``… instead of the
+    characters, so a value cannot start a forged line or move the cursor."""
+    for key, value in event_dict.items():
+        if type(value) is str and not value.isprintable():
+            event_dict[key] = _CONTROL.sub(_escape, value)
+    return event_dict
+
+
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return {10: "\\n", 13: "\\r", 9: "\\t"}.get(code) or (
+        f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+    )
+
+
+class LibraryLogHandler(logging.Handler):
+    """Sends every stdlib record into the structlog pipeline (masked, scrubbed, one line)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = record.getMessage()
+        except Exception:  # a library's bad format arguments: keep the template only
+            message = str(record.msg)
+        fields: dict[str, Any] = {"logger": record.name}
+        if record.exc_info:
+            fields["exc_info"] = record.exc_info
+        structlog.get_logger(record.name).log(record.levelno, message, **fields)
 
 
 class BufferedBytesLogger:
@@ -112,21 +187,30 @@ def configure_logging(log_format: str = "json", level: int = logging.INFO) -> No
         renderer = structlog.processors.JSONRenderer(serializer=orjson.dumps)
         shared = BufferedBytesLogger(sys.stdout.buffer)
         logger_factory = lambda *_args: shared  # noqa: E731 - one logger for the process
+    processors: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.format_exc_info,
+        mask_personal_data,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    if log_format == "console":
+        processors.append(escape_control_characters)
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            mask_personal_data,
-            structlog.processors.format_exc_info,
-            renderer,
-        ],
+        processors=[*processors, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(level),
         logger_factory=logger_factory,
         cache_logger_on_first_use=True,
     )
-    # Libraries (aio-pika, aiormq, aiohttp) log through stdlib logging: keep their warnings.
-    logging.basicConfig(stream=sys.stderr, level=logging.WARNING, format="%(name)s: %(message)s")
+    # Libraries (aiohttp, aio-pika, aiormq, asyncio) log through stdlib logging: their
+    # warnings and errors become lines of the same pipeline, never raw text on stderr.
+    root = logging.getLogger()
+    for handler in root.handlers[:]:
+        root.removeHandler(handler)
+    root.addHandler(LibraryLogHandler())
+    root.setLevel(logging.DEBUG if level <= logging.DEBUG else logging.WARNING)
+    logging.raiseExceptions = False  # a failing record is dropped, never printed to stderr
+    logging.captureWarnings(True)
 
 
 def get_logger(name: str) -> Any:

@@ -2,7 +2,8 @@
 
 Notify never retries a 4xx, so the raw request is kept for inspection and replay (contract
 §2, §4): ``{source, status, reason, received, headers, body | body_base64}``, credentials
-removed, no body for a 413.
+removed (every credential-like header: ``Authorization``, ``Cookie``, ``X-Api-Key``,
+``X-Auth-Token``, any name holding ``token``, ``signature``, ``secret``…), no body for a 413.
 """
 
 from __future__ import annotations
@@ -12,7 +13,12 @@ from collections.abc import Iterable
 
 import orjson
 
-CREDENTIAL_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "x-api-key"})
+CREDENTIAL_HEADERS = frozenset(
+    {"authorization", "proxy-authorization", "cookie", "x-api-key", "x-auth-token", "apikey"}
+)
+# Any header whose name holds one of these is a credential too (X-Hub-Signature-256,
+# webhook-signature, X-CSRF-Token, X-Webhook-Secret, ...).
+CREDENTIAL_WORDS = ("token", "signature", "secret", "password", "api-key")
 
 
 def rejected_record(
@@ -28,7 +34,7 @@ def rejected_record(
     kept: dict[str, str] = {}
     for raw_name, value in headers:
         name = _text(str(raw_name))  # aiohttp's istr is a str subclass: orjson refuses it as a key
-        if name.lower() in CREDENTIAL_HEADERS:
+        if is_credential(name):
             continue
         value = _text(value)
         kept[name] = f"{kept[name]}, {value}" if name in kept else value
@@ -45,6 +51,12 @@ def rejected_record(
         except UnicodeDecodeError:
             record["body_base64"] = base64.b64encode(body).decode("ascii")
     return orjson.dumps(record)
+
+
+def is_credential(name: str) -> bool:
+    """A header that carries a credential and is never kept."""
+    lower = name.lower()
+    return lower in CREDENTIAL_HEADERS or any(word in lower for word in CREDENTIAL_WORDS)
 
 
 def _text(value: str) -> str:

@@ -1,6 +1,9 @@
 """Running the ingress until a signal: the written shutdown sequence.
 
 1. SIGTERM/SIGINT sets ``stop``; a second signal exits at once.
+The listening socket's protocol factory is ``gateway.connections.ConnectionGuard``: header,
+body and keep-alive timeouts and at most ``max_connections`` clients, below the fd limit.
+
 2. The listening socket closes; requests in flight finish (bounded by ``SHUTDOWN_TIMEOUT_S``)
    so every sender gets its 204 or 503.
 3. The cleanup contexts close the publisher's connection.
@@ -18,7 +21,9 @@ from typing import Any
 
 from aiohttp import web
 
+from gateway.connections import HTTP_SETTINGS, ConnectionGuard, connection_cap
 from gateway.logs import get_logger
+from gateway.settings import HttpSettings
 
 log = get_logger("gateway.server")
 
@@ -47,23 +52,43 @@ async def serve_app(
     stop: asyncio.Event,
     *,
     companions: Sequence[Callable[[], Coroutine[Any, Any, None]]] = (),
+    reuse_port: bool = False,
 ) -> None:
-    """Serve ``app`` until ``stop`` is set, running ``companions`` alongside."""
+    """Serve ``app`` until ``stop`` is set, running ``companions`` alongside. ``reuse_port``:
+    one of several processes on the same port (``serve --workers N``)."""
     runner = web.AppRunner(
         app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT_S
     )
     await runner.setup()
-    site = web.TCPSite(runner, host, port, backlog=1024)
+    assert runner.server is not None
+    http = app.get(HTTP_SETTINGS) or HttpSettings()
+    cap = connection_cap(http.max_connections)
+    guard = ConnectionGuard(
+        runner.server,
+        cap=cap,
+        header_timeout_s=http.header_timeout_s,
+        body_timeout_s=http.body_timeout_s,
+        keepalive_timeout_s=http.keepalive_timeout_s,
+    )
     try:
-        await site.start()
+        listener = await asyncio.get_running_loop().create_server(
+            guard, host, port, backlog=1024, reuse_address=True, reuse_port=reuse_port or None
+        )
     except OSError as exc:
         await runner.cleanup()
         raise SystemExit(f"event-gateway: cannot listen on {host}:{port}: {exc.strerror}") from None
-    log.info("listening", host=host, port=port)
+    if cap < http.max_connections:
+        log.warning(
+            "max_connections lowered to fit the file-descriptor limit",
+            max_connections=http.max_connections,
+            cap=cap,
+        )
+    log.info("listening", host=host, port=port, max_connections=cap)
     tasks = [asyncio.create_task(companion()) for companion in companions]
     try:
         await stop.wait()
     finally:
+        listener.close()  # stop accepting; then drain what is in flight
         await runner.cleanup()
         results = await asyncio.gather(*tasks, return_exceptions=True)
         for result in results:

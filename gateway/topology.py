@@ -12,6 +12,7 @@ from typing import Any
 
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractExchange
+from aiormq.exceptions import AMQPError, ChannelPreconditionFailed
 
 from gateway.settings import AmqpSettings, WorkerSettings
 
@@ -88,6 +89,47 @@ def _at_least_once_dead_lettering(queue_type: str, target: str) -> dict[str, Any
     return arguments
 
 
+class StoreArgumentsDiffer(AMQPError):
+    """``.rejected`` or ``.unrouted`` exists with other arguments (made before its bounds, or
+    with other ``[amqp]`` settings): RabbitMQ refuses to change them in place."""
+
+
+def rejected_arguments(amqp: AmqpSettings) -> dict[str, Any]:
+    """The newest records up to ``rejected_max_bytes``, each for ``rejected_ttl_s`` at most;
+    the oldest are dropped to make room (contract §7)."""
+    return queue_arguments(
+        amqp.queue_type,
+        **{
+            "x-max-length-bytes": amqp.rejected_max_bytes,
+            "x-message-ttl": amqp.rejected_ttl_s * 1000,
+            "x-overflow": "drop-head",
+        },
+    )
+
+
+def unrouted_arguments(amqp: AmqpSettings) -> dict[str, Any]:
+    """Up to ``unrouted_max_bytes``, then the broker nacks (the ingress answers 503): an
+    accepted event is never dropped silently (contract §7)."""
+    return queue_arguments(
+        amqp.queue_type,
+        **{"x-max-length-bytes": amqp.unrouted_max_bytes, "x-overflow": "reject-publish"},
+    )
+
+
+async def _declare_store(
+    channel: AbstractChannel, name: str, arguments: dict[str, Any]
+) -> aio_pika.abc.AbstractQueue:
+    try:
+        return await channel.declare_queue(name, durable=True, arguments=arguments)
+    except ChannelPreconditionFailed as exc:
+        raise StoreArgumentsDiffer(
+            f"queue {name!r} exists with other arguments than these settings need "
+            f"({exc.args[0] if exc.args else exc}); RabbitMQ cannot change them in place: "
+            "move its messages elsewhere, delete it and start again (README, "
+            '"Limits and abuse")'
+        ) from exc
+
+
 async def declare_ingress(channel: AbstractChannel, amqp: AmqpSettings) -> AbstractExchange:
     """Declare the main exchange, its alternate exchange and the rejected-request exchange.
 
@@ -97,16 +139,12 @@ async def declare_ingress(channel: AbstractChannel, amqp: AmqpSettings) -> Abstr
     unrouted = await channel.declare_exchange(
         names.unrouted, aio_pika.ExchangeType.FANOUT, durable=True
     )
-    unrouted_queue = await channel.declare_queue(
-        names.unrouted, durable=True, arguments=queue_arguments(amqp.queue_type)
-    )
+    unrouted_queue = await _declare_store(channel, names.unrouted, unrouted_arguments(amqp))
     await unrouted_queue.bind(unrouted, routing_key="")
     rejected = await channel.declare_exchange(
         names.rejected, aio_pika.ExchangeType.FANOUT, durable=True
     )
-    rejected_queue = await channel.declare_queue(
-        names.rejected, durable=True, arguments=queue_arguments(amqp.queue_type)
-    )
+    rejected_queue = await _declare_store(channel, names.rejected, rejected_arguments(amqp))
     await rejected_queue.bind(rejected, routing_key="")
     return await channel.declare_exchange(
         names.exchange,

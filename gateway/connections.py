@@ -1,0 +1,231 @@
+"""Client connections: timeouts for slow and idle clients, and a cap below the fd limit.
+
+aiohttp closes an idle keep-alive connection (``keepalive_timeout``) but has no limit on how
+long the request line and headers, or the body, may take, and no limit on open connections:
+1,100 idle sockets under a 1,024 file-descriptor limit made ``accept`` fail for everyone.
+
+``ConnectionGuard`` is the protocol factory of the listening socket. Each connection is a
+``GuardedRequestHandler`` (aiohttp's, plus three phases):
+
+* waiting for a request (``IDLE``): aiohttp's keep-alive timer closes it;
+* receiving the request line and headers (``HEADERS``, also from the moment it is opened):
+  closed after ``header_timeout_s``;
+* receiving the body (``BODY``): closed after ``body_timeout_s`` unless the body is complete.
+
+At most ``max_connections`` are open, and never more than the file-descriptor limit leaves
+after ``RESERVED_FDS`` (broker, state store, logs). A connection over the cap closes the one
+that has waited longest without a request in progress; if every connection is busy the new
+one is closed at once. Either way ``accept`` never runs out of descriptors, so ``/readyz``
+and well-behaved senders keep getting in.
+
+Private aiohttp state used: ``RequestHandler._messages`` (parsed, not yet handled requests),
+checked by ``check_aiohttp`` at start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import resource
+from enum import Enum
+from typing import Any
+
+from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_request import BaseRequest
+from aiohttp.web_response import StreamResponse
+
+from gateway.logs import get_logger
+from gateway.problem import problem_response
+from gateway.settings import HttpSettings
+
+log = get_logger("gateway.connections")
+
+# Descriptors kept for everything but client connections: the listening socket, the event
+# loop's own, the broker connection(s), the state store under ``run``, logs, /proc reads.
+RESERVED_FDS = 100
+SERVER_NAME = "event-gateway"  # the Server header: no version banner
+# The [http] settings the server applies (set by ``create_app``; defaults when absent).
+HTTP_SETTINGS = web.AppKey("http_settings", HttpSettings)
+
+
+class Phase(Enum):
+    IDLE = 0
+    HEADERS = 1
+    BODY = 2
+    BUSY = 3
+
+
+def connection_cap(max_connections: int) -> int:
+    """``max_connections``, raising the soft fd limit as far as the hard one allows, lowered
+    to what the limit leaves after ``RESERVED_FDS``."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = max_connections + RESERVED_FDS
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        raised = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        if raised > soft:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (raised, hard))
+            soft = raised
+    if soft == resource.RLIM_INFINITY:
+        return max_connections
+    return max(1, min(max_connections, soft - RESERVED_FDS))
+
+
+def check_aiohttp() -> None:
+    """Fail at start, not under load, if aiohttp's internals moved."""
+    if "_messages" not in RequestHandler.__init__.__code__.co_names:
+        raise RuntimeError("aiohttp.web_protocol.RequestHandler has no _messages queue")
+
+
+class ConnectionGuard:
+    """The protocol factory: one ``GuardedRequestHandler`` per connection, at most ``cap``."""
+
+    def __init__(
+        self,
+        server: web.Server,
+        *,
+        cap: int,
+        header_timeout_s: float,
+        body_timeout_s: float,
+        keepalive_timeout_s: float,
+    ) -> None:
+        check_aiohttp()
+        self.server = server
+        self.cap = cap
+        self.header_timeout_s = header_timeout_s
+        self.body_timeout_s = body_timeout_s
+        self.keepalive_timeout_s = keepalive_timeout_s
+        self.open: set[GuardedRequestHandler] = set()
+        # Connections without a request in progress, oldest first (dicts keep insertion order).
+        self.idle: dict[GuardedRequestHandler, None] = {}
+        self.evicted = 0
+        self.refused = 0
+        self._warned_at = -1e9
+
+    def __call__(self) -> GuardedRequestHandler:
+        return GuardedRequestHandler(
+            self,
+            self.server,
+            loop=asyncio.get_running_loop(),
+            keepalive_timeout=self.keepalive_timeout_s,
+            access_log=None,
+        )
+
+    def admit(self, handler: GuardedRequestHandler) -> bool:
+        """Count a new connection; over the cap, close the longest-idle one (or refuse)."""
+        if len(self.open) >= self.cap:
+            if self.idle:
+                oldest = next(iter(self.idle))
+                self.evicted += 1
+                self._warn("connection limit reached: closing the longest-idle connection")
+                oldest.force_close()
+                self.forget(oldest)
+            else:
+                self.refused += 1
+                self._warn("connection limit reached and every connection is busy: refusing")
+                return False
+        self.open.add(handler)
+        return True
+
+    def forget(self, handler: GuardedRequestHandler) -> None:
+        self.open.discard(handler)
+        self.idle.pop(handler, None)
+
+    def _warn(self, message: str) -> None:
+        now = asyncio.get_running_loop().time()
+        if now - self._warned_at >= 10:  # one line per 10 s, not one per connection
+            self._warned_at = now
+            log.warning(message, cap=self.cap, evicted=self.evicted, refused=self.refused)
+
+
+class GuardedRequestHandler(RequestHandler):
+    """aiohttp's request handler with header and body timeouts, counted by the guard."""
+
+    def __init__(self, guard: ConnectionGuard, server: web.Server, **kwargs: Any) -> None:
+        super().__init__(server, **kwargs)
+        self._guard = guard
+        self._phase = Phase.HEADERS
+        self._timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        if not self._guard.admit(self):
+            self.force_close()
+            return
+        self._guard.idle[self] = None
+        self._arm(self._guard.header_timeout_s, Phase.HEADERS)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self._disarm()
+        self._guard.forget(self)
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        queued = len(self._messages)
+        super().data_received(data)
+        if len(self._messages) > queued:  # a request line and headers are complete
+            self._disarm()
+            self._guard.idle.pop(self, None)
+            payload = self._messages[-1][1]
+            if payload.is_eof():
+                self._phase = Phase.BUSY
+            else:
+                self._arm(self._guard.body_timeout_s, Phase.BODY, payload)
+        elif self._phase is Phase.IDLE and data:  # the first bytes of the next request
+            self._arm(self._guard.header_timeout_s, Phase.HEADERS)
+
+    async def finish_response(
+        self, request: BaseRequest, resp: StreamResponse, start_time: float | None
+    ) -> tuple[StreamResponse, bool]:
+        if resp is not None and not resp.prepared:
+            resp.headers["Server"] = SERVER_NAME
+        result = await super().finish_response(request, resp, start_time)
+        if not self._messages and self.transport is not None:
+            # Answered: waiting for the next request (a body still arriving is aiohttp's to
+            # drain, for at most its lingering time).
+            self._disarm()
+            self._phase = Phase.IDLE
+            self._guard.idle[self] = None
+        return result
+
+    def handle_error(
+        self,
+        request: BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> StreamResponse:
+        """A request aiohttp could not parse: one log line without the request's bytes (the
+        parser's message quotes them, credentials included), and a problem+json answer."""
+        if request.writer.output_size > 0:  # as aiohttp: too late for another response
+            raise ConnectionError("response already sent, cannot send an error")
+        if isinstance(exc, ConnectionError):
+            log.info("client gone before the answer", error=type(exc).__name__)
+        elif status >= 500:
+            log.error("request failed", status=status, error=type(exc).__name__)
+        else:
+            log.info("malformed request", status=status, error=type(exc).__name__)
+        response = problem_response(status, "the request could not be read as HTTP/1.1")
+        response.force_close()
+        return response
+
+    def _arm(self, delay: float, phase: Phase, payload: Any = None) -> None:
+        self._phase = phase
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self._loop.call_later(delay, self._expire, phase, payload)
+
+    def _disarm(self) -> None:
+        self._phase = Phase.BUSY
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _expire(self, phase: Phase, payload: Any) -> None:
+        self._timer = None
+        if self._phase is not phase or self.transport is None:
+            return
+        if phase is Phase.BODY and payload.is_eof():
+            self._phase = Phase.BUSY
+            return
+        log.info("slow client closed", phase=phase.name.lower())
+        self.force_close()
