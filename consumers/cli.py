@@ -85,7 +85,10 @@ def add_worker_commands(subparsers: argparse._SubParsersAction[Any]) -> None:
         help="handlers in flight at most (overrides [workers] prefetch)",
     )
     consume.add_argument(
-        "--metrics-port", type=_port, metavar="P", help="serve /healthz and /metrics on this port"
+        "--metrics-port",
+        type=_port,
+        metavar="P",
+        help="serve /healthz (alive), /readyz (consuming) and /metrics on this port",
     )
     consume.set_defaults(func=consume_command)
 
@@ -205,9 +208,14 @@ async def _consume(settings: Settings, spec: WorkerSpec, metrics_port: int | Non
                 from consumers.health import serve_health
 
                 port = await stack.enter_async_context(
-                    serve_health(metrics_port, worker.metrics.registry, lambda: worker.healthy)
+                    serve_health(
+                        metrics_port,
+                        worker.metrics.registry,
+                        alive=lambda: worker.alive,
+                        ready=lambda: worker.ready,
+                    )
                 )
-                log.info("serving /healthz and /metrics", port=port)
+                log.info("serving /healthz, /readyz and /metrics", port=port)
             await worker.run(stop)
     except asyncio.CancelledError:
         if len(signals) > 1:

@@ -24,6 +24,14 @@ class WorkerMetrics:
             ("queue", "outcome"),
             registry=self.registry,
         )
+        self.restarts = Counter(
+            "gateway_worker_session_restarts",
+            "Times a worker's broker session ended other than by a stop (connection or "
+            "channel lost, consumer cancelled, a delivery task died, state store down) and "
+            "it started again.",
+            ("queue",),
+            registry=self.registry,
+        )
         self.handler_seconds = Histogram(
             "gateway_worker_handler_duration_seconds",
             "Time a handler took for one event, successful or not.",
@@ -35,4 +43,5 @@ class WorkerMetrics:
         """Create the series of ``queue`` at zero, so dashboards see them before traffic."""
         for outcome in OUTCOMES:
             self.deliveries.labels(queue, outcome)
+        self.restarts.labels(queue)
         self.handler_seconds.labels(queue)

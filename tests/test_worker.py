@@ -232,7 +232,7 @@ async def test_stop_drains_in_flight_handlers_then_acks(env: Broker) -> None:
     await publish_events(channel, settings, [_event(1), _event(2)])
     await eventually(lambda: started == 2, what="handlers started")
     stop.set()
-    await eventually(lambda: not worker.healthy, what="intake stopped")
+    await eventually(lambda: not worker.ready, what="intake stopped")
     await publish_events(channel, settings, [_event(3)])
     gate.set()
     await asyncio.wait_for(task, 10)
@@ -274,7 +274,8 @@ async def test_drain_timeout_cancels_handlers_and_their_messages_come_back(env: 
 
 
 async def test_health_and_metrics_endpoints(env: Broker) -> None:
-    """/healthz is 200 while consuming and 503 after stop; /metrics counts deliveries."""
+    """/readyz is 200 while consuming and 503 before and after; /healthz is 200 throughout;
+    /metrics counts deliveries."""
     settings = make_settings(env.prefix)
 
     async def handler(event: Event) -> None:
@@ -286,16 +287,25 @@ async def test_health_and_metrics_endpoints(env: Broker) -> None:
     worker = Worker(settings, spec, metrics=metrics)
     stop, ready = asyncio.Event(), asyncio.Event()
     async with (
-        serve_health(0, metrics.registry, lambda: worker.healthy, host="127.0.0.1") as port,
+        serve_health(
+            0,
+            metrics.registry,
+            alive=lambda: worker.alive,
+            ready=lambda: worker.ready,
+            host="127.0.0.1",
+        ) as port,
         aiohttp.ClientSession() as http,
     ):
         base = f"http://127.0.0.1:{port}"
-        async with http.get(f"{base}/healthz") as response:
-            assert response.status == 503
+
+        async def status(path: str) -> int:
+            async with http.get(f"{base}{path}") as response:
+                return response.status
+
+        assert (await status("/readyz"), await status("/healthz")) == (503, 200)
         task = asyncio.create_task(worker.run(stop, ready))
         await ready.wait()
-        async with http.get(f"{base}/healthz") as response:
-            assert response.status == 200
+        assert (await status("/readyz"), await status("/healthz")) == (200, 200)
         await publish_events(channel, settings, [_event(1)])
         await eventually(lambda: _count(worker, "ok") == 1, what="ack")
         async with http.get(f"{base}/metrics") as response:
@@ -304,12 +314,12 @@ async def test_health_and_metrics_endpoints(env: Broker) -> None:
         assert "gateway_worker_handler_duration_seconds_bucket" in text
         stop.set()
         await asyncio.wait_for(task, 10)
-        async with http.get(f"{base}/healthz") as response:
-            assert response.status == 503
+        assert (await status("/readyz"), await status("/healthz")) == (503, 200)
 
 
 async def test_worker_consumes_again_after_the_connection_drops(env: Broker) -> None:
-    """The robust connection reconnects, re-declares and consumes again by itself."""
+    """When the connection drops the worker is not ready, reconnects with backoff, declares
+    and consumes again by itself."""
     seen: list[str] = []
 
     async def handler(event: Event) -> None:
@@ -320,20 +330,17 @@ async def test_worker_consumes_again_after_the_connection_drops(env: Broker) -> 
     await proxy.start()
     try:
         settings = make_settings(env.prefix)
-        url = f"amqp://guest:guest@127.0.0.1:{proxy.port}/?reconnect_interval=0.2"
-        settings = replace(settings, amqp=replace(settings.amqp, url=url))
+        url = f"amqp://guest:guest@127.0.0.1:{proxy.port}/"
+        settings = replace(settings, amqp=replace(settings.amqp, url=url, urls=(url,)))
         spec = _spec(env, settings, handler)
         async with running_worker(settings, spec) as worker:
             await publish_events(channel, settings, [_event(1)])
             await eventually(lambda: "evt-1" in seen, what="first event")
-            connection = worker._connection
-            assert connection is not None
-            reconnected = asyncio.Event()
-            connection.reconnect_callbacks.add(lambda *_: reconnected.set())
             await proxy.cut()
+            await eventually(lambda: not worker.ready, what="not ready once cut")
             await proxy.restore()
-            await asyncio.wait_for(reconnected.wait(), 15)
-            await eventually(lambda: worker.healthy, what="consuming again")
+            await eventually(lambda: worker.ready, what="consuming again")
+            assert worker.alive
             await publish_events(channel, settings, [_event(2)])
             # evt-1 may come twice: an ack in flight when the connection dropped is lost.
             await eventually(lambda: "evt-2" in seen, what="second event")
