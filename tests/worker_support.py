@@ -25,7 +25,7 @@ from consumers.metrics import WorkerMetrics
 from consumers.worker import Worker, WorkerSpec
 from gateway.amqp_message import to_message
 from gateway.cloudevent import rfc3339
-from gateway.settings import AmqpSettings, Settings, StateSettings, WorkerSettings
+from gateway.settings import AmqpSettings, Settings, Source, StateSettings, WorkerSettings
 from gateway.topology import Names, declare_ingress, dlq_name, retry_queue_name
 from tests.broker import AMQP_URL, POSTGRES_URL, unique_prefix
 
@@ -33,6 +33,13 @@ __all__ = ["AMQP_URL", "POSTGRES_URL"]
 
 FIXTURES = Path(__file__).parent / "fixtures"
 DEADLINE_S = 15.0
+# Built-in workers apply only events whose gatewaysource may send them (contract §8):
+# the sources the test events come "through" (as_received picks one by type).
+TEST_SOURCES = (
+    Source("test", "cloudevents"),
+    Source("notify-status", "notify-delivery-status"),
+    Source("notify-inbound", "notify-inbound-sms"),
+)
 
 
 def fixture(name: str) -> dict[str, Any]:
@@ -57,12 +64,21 @@ def make_settings(
         amqp=AmqpSettings(url=AMQP_URL, exchange=prefix, queue_type=queue_type),
         state=StateSettings(url=state_url),
         workers=worker_settings,
+        sources=TEST_SOURCES,
     )
 
 
-def as_received(event: dict[str, Any], source: str = "test") -> dict[str, Any]:
-    """The event as the ingress would publish it: with ``gatewaysource``/``gatewayreceived``."""
+def as_received(event: dict[str, Any], source: str | None = None) -> dict[str, Any]:
+    """The event as the ingress would publish it: with ``gatewaysource``/``gatewayreceived``
+    (by default the ``TEST_SOURCES`` entry allowed to send its type)."""
     out = copy.deepcopy(event)
+    if source is None:
+        event_type = str(event.get("type", ""))
+        source = "test"
+        if event_type == "notify.sms.inbound":
+            source = "notify-inbound"
+        elif event_type.startswith("notify."):
+            source = "notify-status"
     out.setdefault("gatewaysource", source)
     out.setdefault("gatewayreceived", rfc3339(datetime.now(UTC)))
     return out
@@ -272,9 +288,14 @@ def write_config(directory: Path, settings: Settings) -> Path:
     """A TOML config file with the ``[amqp]``, ``[state]`` and ``[workers]`` of ``settings``."""
     w = settings.workers
     backoff = ", ".join(repr(d) for d in w.retry_backoff_s)
+    sources = "".join(
+        f'\n[[sources]]\nname = "{s.name}"\nadapter = "{s.adapter}"\n'
+        f"types = {json.dumps(s.types)}\n"
+        for s in settings.sources
+    )
     text = f"""
 log_format = "json"
-sources = []
+{sources or "sources = []"}
 
 [amqp]
 url = "{settings.amqp.url}"
