@@ -48,6 +48,11 @@ class EventPublisher(Protocol):
     @property
     def ready(self) -> bool: ...
 
+    @property
+    def frame_max(self) -> int:
+        """The broker connection's frame size (0: no limit): a bigger AMQP header is a 400."""
+        ...
+
     async def publish_events(self, events: list[CloudEvent], received: datetime) -> None: ...
 
     async def publish_rejected(self, record: bytes, source: str, received: datetime) -> None: ...
@@ -66,6 +71,7 @@ class CallbackHandlers:
         self._sources = {source.name: source for source in settings.sources}
         self._adapters = {source.name: ADAPTERS[source.adapter] for source in settings.sources}
         self._max_body = settings.http.max_body_bytes
+        self._max_events = settings.http.max_events_per_request
         self._too_large = f"the body is larger than {self._max_body} bytes"
         self._publisher = publisher
         self._metrics = metrics
@@ -147,12 +153,19 @@ class CallbackHandlers:
                 return await self._reject(request, source, 413, self._too_large, received_at, None)
 
         try:
-            events = self._adapters[source.name](
-                request.headers, body, Context(source.name, received)
+            ctx = Context(
+                source.name,
+                received,
+                source.max_future_skew_s,
+                self._max_events,
+                self._publisher.frame_max,
+                received_at,
             )
+            events = self._adapters[source.name](request.headers, body, ctx)
         except AdapterError as exc:
+            kept = None if exc.status == 413 else body  # a 413 record carries no body (§4)
             return await self._reject(
-                request, source, exc.status, exc.detail, received_at, body, field=exc.field
+                request, source, exc.status, exc.detail, received_at, kept, field=exc.field
             )
         forbidden = access.forbidden_type(events)
         if forbidden is not None:

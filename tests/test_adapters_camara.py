@@ -459,11 +459,11 @@ def test_same_callback_twice_gives_the_same_event(body: dict[str, Any]) -> None:
     assert normalize(headers(), raw, CTX) == normalize(headers(), raw, CTX)
 
 
-def test_legacy_event_id_longer_than_an_amqp_message_id_is_400() -> None:
-    """An eventId over 255 bytes can't be the message id: 400 on ``event.eventId``."""
+def test_legacy_event_id_longer_than_1024_bytes_is_400() -> None:
+    """An eventId over 1024 bytes (§7) is a 400 on ``event.eventId``."""
     body = {
         "event": {
-            "eventId": "e" * 256,
+            "eventId": "e" * 1025,
             "eventType": "ROAMING_ON",
             "eventTime": "2023-07-03T12:27:08Z",
         }

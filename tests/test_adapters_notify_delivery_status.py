@@ -145,9 +145,9 @@ def test_body_that_is_not_a_json_object(body: bytes) -> None:
     assert error.field is None
 
 
-def test_id_longer_than_an_amqp_message_id_is_400() -> None:
-    """``{id}:{status}`` over 255 bytes can't be the message id: 400 on ``id``."""
-    error = ADAPTER.rejection(receipt(id="n" * 250))
+def test_id_longer_than_1024_bytes_is_400() -> None:
+    """``{id}:{status}`` over 1024 bytes (§7) is a 400 on ``id``."""
+    error = ADAPTER.rejection(receipt(id="n" * 1020))
     assert error.status == 400
     assert error.field == "id"
 

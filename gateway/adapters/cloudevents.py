@@ -1,7 +1,8 @@
 """The ``cloudevents`` adapter: the CloudEvents HTTP binding, in its three modes.
 
 * structured: ``Content-Type: application/cloudevents+json``, the body is one event;
-* batch: ``application/cloudevents-batch+json``, a JSON array of events, all or nothing;
+* batch: ``application/cloudevents-batch+json``, a JSON array of events, all or nothing, at
+  most ``ctx.max_events`` of them (more is 413);
 * binary: a ``ce-specversion`` header; attributes come from ``ce-*`` headers (percent-decoded),
   ``datacontenttype`` from Content-Type, and the body becomes ``data`` (JSON content types)
   or ``data_base64`` (anything else).
@@ -19,7 +20,7 @@ from urllib.parse import unquote
 
 from gateway.adapters.context import Context
 from gateway.adapters.envelope import load_json, load_object, stamp, validate_event
-from gateway.adapters.errors import BadRequest, UnsupportedMediaType
+from gateway.adapters.errors import BadRequest, TooManyEvents, UnsupportedMediaType
 from gateway.adapters.media import BATCH, STRUCTURED, is_json, media_type
 from gateway.adapters.partition import add_partition_key
 from gateway.cloudevent import CloudEvent
@@ -70,16 +71,21 @@ def read_cloudevents(
     )
 
 
-def finish(event: CloudEvent, ctx: Context) -> CloudEvent:
-    """Add ``partitionkey`` (when derivable) and the gateway's attributes to a checked event."""
+def finish(event: CloudEvent, ctx: Context, prefix: str = "") -> CloudEvent:
+    """Add ``partitionkey`` (when derivable) and the gateway's attributes to a validated
+    event, and check the result (``stamp``)."""
     add_partition_key(event)
-    return stamp(event, ctx)
+    return stamp(event, ctx, prefix)
 
 
 def read_batch(value: Any, ctx: Context, prepare: Prepare | None = None) -> list[CloudEvent]:
     """Check every event of a batch first, then stamp them all; ``[]`` is a valid batch."""
     if not isinstance(value, list):
         raise BadRequest("a CloudEvents batch must be a JSON array")
+    if len(value) > ctx.max_events:
+        raise TooManyEvents(
+            f"a batch carries at most {ctx.max_events} events, this one {len(value)}"
+        )
     for index, element in enumerate(value):
         if not isinstance(element, dict):
             raise BadRequest(f"batch element {index} is not a JSON object", field=f"[{index}]")
@@ -87,8 +93,8 @@ def read_batch(value: Any, ctx: Context, prepare: Prepare | None = None) -> list
         if prepare is not None:
             prepare(element, prefix)
         validate_event(element, prefix)
-    for element in value:
-        finish(element, ctx)
+    for index, element in enumerate(value):
+        finish(element, ctx, f"[{index}].")
     return value
 
 
@@ -117,7 +123,7 @@ def read_binary(
         event["datacontenttype"] = _header_text(content_type, "datacontenttype")
     if body:
         if essence is not None and is_json(essence):
-            event["data"] = load_json(body)
+            event["data"] = load_json(body, "data")
         else:
             event["data_base64"] = base64.b64encode(body).decode("ascii")
     return finish(validate_event(event), ctx)

@@ -1,34 +1,58 @@
 """Steps every adapter shares: read the body as JSON, check CloudEvent attributes, stamp.
 
 Checks raise ``BadRequest`` naming the offending field; ``prefix`` (``"[2]."`` in a batch)
-says which event of a request it was.
+says which event of a request it was. ``stamp`` is every adapter's last step, so it checks
+the finished event against the attribute limits (``gateway.adapters.attributes``) and the
+broker's frame size (``gateway.adapters.frame``).
 """
 
 from __future__ import annotations
 
 import binascii
-import re
 from typing import Any
 
 import orjson
 
+from gateway.adapters.attributes import (
+    MAX_ID_BYTES,
+    MAX_TYPE_BYTES,
+    check_attributes,
+    check_id,
+    check_time,
+    check_type,
+)
 from gateway.adapters.context import Context
 from gateway.adapters.errors import BadRequest
-from gateway.cloudevent import SPECVERSION, CloudEvent, parse_time
+from gateway.adapters.frame import check_frame
+from gateway.cloudevent import SPECVERSION, CloudEvent
 
-# AMQP routing keys and message ids are short strings (at most 255 bytes); an event's type is
-# its routing key and its id its message id.
-MAX_TYPE_BYTES = MAX_ID_BYTES = 255
+__all__ = [
+    "MAX_DEPTH",
+    "MAX_ID_BYTES",
+    "MAX_TYPE_BYTES",
+    "check_id",
+    "check_time",
+    "check_type",
+    "load_json",
+    "load_object",
+    "require_text",
+    "stamp",
+    "validate_event",
+]
+
 # orjson serialises at most 254 nested levels; an event adds one around its data, and the
 # gateway must be able to publish whatever it accepted. 200 leaves room and no real payload
 # comes near it.
 MAX_DEPTH = 200
-_BAD_TYPE_CHARACTER = re.compile(r"[\s\x00-\x1f\x7f]")
 _REQUIRED_STRINGS = ("id", "source", "type")
+# How JSON writes U+0000 (JSON text cannot hold it raw): PostgreSQL text and jsonb cannot
+# store it, so neither could the built-in workers nor most consumers.
+_ESCAPED_NUL = b"\\u0000"
 
 
-def load_json(body: bytes) -> Any:
-    """Parse the body; BadRequest when it is not JSON or nests deeper than ``MAX_DEPTH``."""
+def load_json(body: bytes, where: str = "") -> Any:
+    """Parse the body; BadRequest when it is not JSON, nests deeper than ``MAX_DEPTH`` or
+    holds a U+0000 anywhere (named by its path; ``where`` is the body's own, e.g. ``data``)."""
     try:
         value = orjson.loads(body)
     except orjson.JSONDecodeError:
@@ -41,6 +65,13 @@ def load_json(body: bytes) -> Any:
         and _nests_deeper_than(value, MAX_DEPTH)
     ):
         raise BadRequest(f"body nests deeper than {MAX_DEPTH} levels")
+    if _ESCAPED_NUL in body:  # rare: a C search; only then find where it is
+        path = _nul_path(value, where)
+        if path is not None:
+            raise BadRequest(
+                "U+0000 (NUL) cannot be stored: refused in any string or member name",
+                field=path or None,
+            )
     return value
 
 
@@ -66,6 +97,24 @@ def _nests_deeper_than(value: Any, limit: int) -> bool:
     return False
 
 
+def _nul_path(value: Any, where: str) -> str | None:
+    """The path of the first string (or object, for a member name) holding U+0000, else None."""
+    stack: list[tuple[Any, str]] = [(value, where)]
+    while stack:
+        node, path = stack.pop()
+        if isinstance(node, str):
+            if "\x00" in node:
+                return path
+        elif isinstance(node, dict):
+            for key, child in node.items():
+                if "\x00" in key:
+                    return path
+                stack.append((child, f"{path}.{key}" if path else key))
+        elif isinstance(node, list):
+            stack.extend((child, f"{path}[{index}]") for index, child in enumerate(node))
+    return None
+
+
 def require_text(obj: dict[str, Any], name: str) -> str:
     """The member ``name``, which must be a non-empty string."""
     value = obj.get(name)
@@ -76,44 +125,12 @@ def require_text(obj: dict[str, Any], name: str) -> str:
     raise BadRequest(f"{name} must be a non-empty string", field=name)
 
 
-def check_time(value: Any, field: str) -> str:
-    """An RFC 3339 timestamp string, returned unchanged."""
-    if value is None:
-        raise BadRequest(f"missing required field {field}", field=field)
-    if not isinstance(value, str):
-        raise BadRequest(f"{field} must be an RFC 3339 timestamp string", field=field)
-    try:
-        parse_time(value)
-    except (ValueError, OverflowError):
-        raise BadRequest(f"{field} is not an RFC 3339 timestamp", field=field) from None
-    return value
-
-
-def check_type(value: str, field: str) -> str:
-    """A CloudEvent type usable as an AMQP routing key: no whitespace, at most 255 bytes."""
-    if _BAD_TYPE_CHARACTER.search(value):
-        raise BadRequest(f"{field} must not contain whitespace or control characters", field)
-    return _short(value, MAX_TYPE_BYTES, field)
-
-
-def check_id(value: str, field: str) -> str:
-    """A CloudEvent id usable as the AMQP message id: at most 255 bytes of UTF-8."""
-    return _short(value, MAX_ID_BYTES, field)
-
-
-def _short(value: str, limit: int, field: str) -> str:
-    if len(value) > limit or (
-        not value.isascii() and len(value.encode("utf-8", "surrogatepass")) > limit
-    ):
-        raise BadRequest(f"{field} must be at most {limit} bytes", field=field)
-    return value
-
-
 def validate_event(event: dict[str, Any], prefix: str = "") -> CloudEvent:
     """Check a CloudEvent in structured JSON form in place, and return it.
 
     JSON ``null`` attributes are removed (absent), a numeric ``id`` becomes its decimal
-    string; everything else, ``data`` included, is left as it came.
+    string; everything else, ``data`` included, is left as it came. The attributes' limits
+    and types are checked by ``stamp``, on the finished event.
     """
     nulls = [name for name, value in event.items() if value is None and name != "data"]
     for name in nulls:
@@ -136,11 +153,6 @@ def validate_event(event: dict[str, Any], prefix: str = "") -> CloudEvent:
             if value is None:
                 raise BadRequest(f"missing required attribute {name}", field=field)
             raise BadRequest(f"{name} must be a non-empty string", field=field)
-    check_id(event["id"], prefix + "id")
-    check_type(event["type"], prefix + "type")
-
-    if "time" in event:
-        check_time(event["time"], prefix + "time")
     if "data_base64" in event:
         _check_data_base64(event, prefix)
     return event
@@ -159,12 +171,15 @@ def _check_data_base64(event: CloudEvent, prefix: str) -> None:
         raise BadRequest("data_base64 is not valid Base64", field=field) from None
 
 
-def stamp(event: CloudEvent, ctx: Context) -> CloudEvent:
-    """Add what every event leaving the gateway carries: specversion and the gateway extensions.
+def stamp(event: CloudEvent, ctx: Context, prefix: str = "") -> CloudEvent:
+    """Add what every event leaving the gateway carries: specversion and the gateway
+    extensions; then check the finished event's attributes and its AMQP header's size.
 
     The gateway's own extensions overwrite any the sender put in.
     """
     event["specversion"] = SPECVERSION
     event["gatewaysource"] = ctx.source_name
     event["gatewayreceived"] = ctx.received
+    check_attributes(event, ctx.latest_time, prefix)
+    check_frame(event, ctx.frame_max, prefix)
     return event

@@ -5,6 +5,7 @@ Errors:
         ``detail`` a one-line reason and ``field`` the offending field (or None).
     BadRequest: 400, the body is not JSON or cannot be normalized (e.g. no ``id``).
     UnsupportedMediaType: 415, the adapter cannot read the request's content type.
+    TooManyEvents: 413, a batch of more events than ``[http] max_events_per_request``.
 
 Details never quote body values or credentials, so they are safe to log and to return.
 """
@@ -36,3 +37,9 @@ class UnsupportedMediaType(AdapterError):
     """415: the request's content type is not one the adapter reads."""
 
     status = 415
+
+
+class TooManyEvents(AdapterError):
+    """413: a batch with more events than one request may carry."""
+
+    status = 413
