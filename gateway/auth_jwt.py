@@ -285,7 +285,7 @@ class JwtAuth:
         try:
             claims: Any = jwt.decode(
                 token,
-                key,
+                key.key,  # the bare key: a PyJWK would pin the algorithm it guessed (RS256)
                 algorithms=[alg],
                 audience=self._audience,
                 issuer=self._issuer,
