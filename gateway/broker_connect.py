@@ -113,3 +113,26 @@ async def connect_robust(
         return connection
     assert error is not None
     raise error
+
+
+def accepts_publishes(connection: AbstractRobustConnection) -> bool:
+    """False while ``connection`` is down or the broker blocks it (``connection.blocked``: a
+    memory or disk alarm), True otherwise.
+
+    aiormq tracks ``connection.blocked``/``unblocked`` but shows it only through
+    ``Connection.ready()``, a coroutine that returns at once when the connection is up and not
+    blocked and waits otherwise. This steps it once, without an event loop turn, and closes it:
+    finishing means ready. ``gateway.fast_path_check.check_blocked_probe`` checks at start that
+    it still says ready on a fresh connection.
+    """
+    transport = getattr(connection, "transport", None)
+    if transport is None:
+        return False
+    waiter = transport.connection.ready()
+    try:
+        waiter.send(None)
+    except StopIteration:
+        return True
+    finally:
+        waiter.close()
+    return False

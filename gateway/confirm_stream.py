@@ -12,6 +12,11 @@ channel or connection closes), heartbeats and the rest of the protocol.
 
 The stream comes from ``StreamTracker``, an aiormq ``TransportFactory`` (a public extension
 point) that remembers the stream of the newest connection it opened.
+
+It relies on aiormq internals (``Channel.delivery_tag``, ``Channel.confirmations``,
+``Channel.create_future``, the connection's transport): ``gateway.fast_path_check`` checks them
+whenever a stream is opened, and the publisher falls back to plain aio-pika publishing
+(``gateway.standard_publisher``) when the check or a publish fails in an unexpected way.
 """
 
 from __future__ import annotations
@@ -20,18 +25,20 @@ import asyncio
 from collections import deque
 from typing import Any
 
-from aio_pika import RobustConnection
-from aio_pika.abc import AbstractRobustConnection
 from aiormq.channel import Channel
 from aiormq.connection import TCPTransportFactory, TLSTransportFactory, TransportFactory
 from yarl import URL
 
 from gateway.amqp_wire import Outgoing, PublishEncoder
 
-# Bytes the socket may hold unsent before a publish fails at once: a broker that stopped
-# reading (a memory or disk alarm blocks publishers that way) must not grow the buffer
-# without bound while the senders retry.
+# Bytes the socket may hold unsent before a publish waits for it to drain (at most the publish
+# timeout, then it fails): a burst of big batches makes other requests wait their turn instead
+# of failing, and a broker that stopped reading (a memory or disk alarm blocks publishers that
+# way) can't grow the buffer without bound while the senders retry.
 MAX_UNSENT_BYTES = 8 * 1024 * 1024
+# How long a publish waiting for the socket to drain sleeps when the transport is over the
+# limit without having paused writing (its high-water mark is above the limit).
+DRAIN_POLL_S = 0.005
 # How often answered confirms are dropped from the deadline queue while publishes are pending.
 SWEEP_INTERVAL_S = 0.25
 
@@ -49,20 +56,6 @@ class StreamTracker(TransportFactory):
         reader, writer = await factory.create(url, **kwargs)
         self.writer = writer
         return reader, writer
-
-
-async def connect_robust(
-    url: str, streams: StreamTracker, *, connect_timeout_s: float, **kwargs: Any
-) -> AbstractRobustConnection:
-    """``aio_pika.connect_robust`` that opens its sockets through ``streams``.
-
-    aio-pika hands its ``kwargs`` to ``aiormq.connect`` but also puts them in the URL, which
-    can only hold text, so the factory is set on the connection before it connects.
-    """
-    connection = RobustConnection(URL(url), **kwargs)
-    connection.kwargs["transport_factory"] = streams
-    await connection.connect(timeout=connect_timeout_s)
-    return connection
 
 
 class ConfirmStream:
@@ -85,6 +78,7 @@ class ConfirmStream:
     ) -> None:
         self.channel = channel
         self._max_unsent = max_unsent_bytes
+        self._writer = writer
         self._transport = writer.transport
         self._unsent: list[bytes] = []
         self._loop = asyncio.get_running_loop()
@@ -108,13 +102,28 @@ class ConfirmStream:
         """Publishes still in the deadline queue (unanswered, or answered but not yet swept)."""
         return len(self._deadlines)
 
+    @property
+    def unsent_bytes(self) -> int:
+        """Bytes written to the socket's transport that it has not sent yet."""
+        return self._transport.get_write_buffer_size()
+
+    async def wait_writable(self) -> None:
+        """Return once the socket holds at most the unsent-bytes limit. Raises ConnectionError
+        when the connection goes away meanwhile; the caller bounds the wait (publish timeout)."""
+        transport = self._transport
+        while transport.get_write_buffer_size() > self._max_unsent:
+            if not self.usable:
+                raise ConnectionError("the channel is closed")
+            await self._writer.drain()  # returns once the transport resumes writing
+            if transport.get_write_buffer_size() > self._max_unsent:
+                await asyncio.sleep(DRAIN_POLL_S)
+
     def publish(self, message: Outgoing, timestamp: int) -> asyncio.Future[Any]:
         """Write one message; the future resolves with the broker's ack (or fails: nack,
-        channel or connection closed). Raises ConnectionError when it can't be written."""
+        channel or connection closed). Raises ConnectionError when it can't be written.
+        Call ``wait_writable`` first: this writes whatever the socket already holds."""
         if not self.usable:
             raise ConnectionError("the channel is closed")
-        if self._transport.get_write_buffer_size() > self._max_unsent:
-            raise ConnectionError("the broker is not reading (unsent data piling up)")
         frames = self._encoder.encode(message, timestamp)
         channel = self.channel
         channel.delivery_tag += 1

@@ -1,12 +1,20 @@
 """The ingress's one broker connection: publish with confirms, or say clearly that it can't.
 
 Errors:
-    BrokerUnavailable: the broker did not confirm (down, blocked by an alarm, nack, timeout).
-    The request handler answers 503 with ``Retry-After``; the sender retries.
+    BrokerUnavailable (``gateway.broker_errors``): the broker did not confirm (down, blocked by
+    an alarm, nack, timeout). The request handler answers 503 with ``Retry-After``.
 
-A single robust connection and one confirm-mode channel serve every request. The topology is
-declared when the connection comes up and again after each reconnect; ``ready`` is true only
-in between, and a publish while not ready fails at once instead of waiting.
+One robust connection (to one node of ``[amqp] url``'s list, moving to another when it goes
+away: ``gateway.broker_connect``) and one confirm-mode channel serve every request. The topology
+is declared when the connection comes up and again after each reconnect; ``ready`` is true only
+in between, and not while the broker blocks publishers. A publish while not ready fails at once.
+
+Two publish paths sit behind ``publish_events``/``publish_rejected``: the fast path
+(``ConfirmStream``, ``[amqp] publisher = "fast"``, the default) and the standard path (plain
+aio-pika, ``"standard"``). The fast path relies on aiormq internals, so it is fenced: it is
+checked each time the connection comes up (``gateway.fast_path_check``), and a failed check or
+any unexpected error on it switches this process to the standard path for good (an error log
+line, ``event_gateway_publisher_fallbacks_total``), never a 500.
 """
 
 from __future__ import annotations
@@ -17,29 +25,30 @@ import uuid
 from datetime import datetime
 from typing import Any, cast
 
-import aiormq
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnection
 from aiormq.channel import Channel as AiormqChannel
-from aiormq.exceptions import AMQPError, ChannelInvalidStateError
+from aiormq.exceptions import DeliveryError
 
 from gateway.amqp_message import APP_ID, PERSISTENT, to_outgoing
 from gateway.amqp_wire import Outgoing
+from gateway.broker_connect import accepts_publishes, connect_robust, connected_node
+from gateway.broker_errors import BROKER_ERRORS, BrokerUnavailable
 from gateway.cloudevent import CloudEvent
-from gateway.confirm_stream import ConfirmStream, StreamTracker, connect_robust
+from gateway.confirm_stream import ConfirmStream, StreamTracker
+from gateway.fast_path_check import FastPathUnsupported, check_internals, round_trip
 from gateway.logs import get_logger
 from gateway.settings import AmqpSettings
+from gateway.standard_publisher import StandardPublisher
 from gateway.topology import Names, declare_ingress
+
+__all__ = ["BrokerUnavailable", "Publisher"]
 
 log = get_logger(__name__)
 
-_BROKER_ERRORS = (TimeoutError, AMQPError, ChannelInvalidStateError, ConnectionError, OSError)
 _RECONNECT_DELAYS = (0.5, 1.0, 2.0, 5.0)
 RECONNECT_INTERVAL_S = 1.0
 REJECTED_TYPE = "event-gateway.rejected"
-
-
-class BrokerUnavailable(Exception):
-    """The broker did not confirm the publish; nothing may be acknowledged to the sender."""
+DEFAULT_FRAME_MAX = 131072  # RabbitMQ's, until a connection has negotiated one
 
 
 class Publisher:
@@ -58,17 +67,42 @@ class Publisher:
         self._closing = False
         self._streams = StreamTracker()
         self._stream: ConfirmStream | None = None
+        self._fast = amqp.publisher != "standard"
+        self._standard: StandardPublisher | None = None
+        self._standard_lock = asyncio.Lock()
+        self.fallbacks = 0  # times the fast path was given up (0 or 1: it is for good)
 
     @property
     def ready(self) -> bool:
-        """Connected, with the topology declared."""
-        return self._ready.is_set()
+        """Connected, with the topology declared and the publish path checked, and not blocked
+        by the broker (memory or disk alarm)."""
+        connection = self._connection
+        return self._ready.is_set() and connection is not None and accepts_publishes(connection)
+
+    @property
+    def publisher(self) -> str:
+        """The publish path in use: ``fast`` or ``standard``."""
+        return "fast" if self._fast else "standard"
+
+    @property
+    def node(self) -> str | None:
+        """``host:port`` of the broker node this publisher is connected to (or trying next)."""
+        return None if self._connection is None else connected_node(self._connection)
+
+    @property
+    def frame_max(self) -> int:
+        """The connection's negotiated frame size (0: no limit)."""
+        transport = getattr(self._connection, "transport", None)
+        if transport is None:
+            return DEFAULT_FRAME_MAX
+        tune = getattr(transport.connection, "connection_tune", None)
+        return DEFAULT_FRAME_MAX if tune is None else int(tune.frame_max)
 
     async def wait_ready(self) -> None:
         await self._ready.wait()
 
     def start(self) -> None:
-        """Connect in the background, retrying until the broker answers."""
+        """Connect in the background, retrying until a broker node answers."""
         self._connector = asyncio.create_task(self._connect_forever(), name="amqp-connect")
 
     async def _connect_forever(self) -> None:
@@ -76,13 +110,13 @@ class Publisher:
         while not self._closing:
             try:
                 connection = await connect_robust(
-                    self._amqp.url,
-                    self._streams,
+                    self._amqp.urls,
                     connect_timeout_s=10,
+                    transport_factory=self._streams,
                     reconnect_interval=RECONNECT_INTERVAL_S,
                     client_properties={"connection_name": "event-gateway ingress"},
                 )
-            except _BROKER_ERRORS as exc:
+            except BROKER_ERRORS as exc:
                 delay = _RECONNECT_DELAYS[min(attempt, len(_RECONNECT_DELAYS) - 1)]
                 if attempt == 0 or attempt % 20 == 0:
                     log.warning(
@@ -96,7 +130,7 @@ class Publisher:
             connection.reconnect_callbacks.add(self._on_reconnected)
             try:
                 await self._declare()
-            except _BROKER_ERRORS as exc:
+            except BROKER_ERRORS as exc:
                 # Robust connection retries by itself; readiness follows _on_reconnected.
                 log.error("declaring topology failed", error=str(exc) or type(exc).__name__)
             return
@@ -108,12 +142,53 @@ class Publisher:
             self._channel = await self._connection.channel(publisher_confirms=True)
         self._events = await declare_ingress(self._channel, self._amqp)
         self._rejected = await self._channel.get_exchange(self._names.rejected, ensure=False)
+        await self._prepare_path()
         self._ready.set()
-        log.info("broker connected", exchange=self._names.exchange)
+        log.info(
+            "broker connected",
+            exchange=self._names.exchange,
+            node=self.node,
+            publisher=self.publisher,
+        )
+
+    async def _prepare_path(self) -> None:
+        """Check the fast path on the new connection (falling back when it fails), or open
+        the standard path's channel."""
+        while self._fast and not self._closing:
+            try:
+                stream = await self._open_stream()
+                await round_trip(stream, f"{self._names.exchange}.self-check", self._timeout_s)
+                return
+            except FastPathUnsupported as exc:
+                if not await self._broker_answers():
+                    # A blocked or stalled broker, not the fast path: check again later.
+                    log.warning("broker not answering; checking the publish path again")
+                    await asyncio.sleep(RECONNECT_INTERVAL_S)
+                    continue
+                self._fall_back(exc)
+            except BROKER_ERRORS:
+                raise
+            except Exception as exc:  # the fence: any surprise of the fast path
+                self._fall_back(exc)
+        async with asyncio.timeout(self._timeout_s):
+            await self._standard_publisher()
+
+    async def _broker_answers(self) -> bool:
+        """Whether the broker answers an ordinary request (a passive declare) in time."""
+        assert self._connection is not None
+        assert self._channel is not None
+        if not accepts_publishes(self._connection):
+            return False
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                await self._channel.get_exchange(self._names.exchange, ensure=True)
+        except BROKER_ERRORS:
+            return False
+        return True
 
     def _on_connection_lost(self, *_: Any) -> None:
         if self._ready.is_set():
-            log.warning("broker connection lost")
+            log.warning("broker connection lost", node=self.node)
         self._ready.clear()
 
     def _on_reconnected(self, *_: Any) -> None:
@@ -122,7 +197,7 @@ class Publisher:
     async def _redeclare(self) -> None:
         try:
             await self._declare()
-        except _BROKER_ERRORS as exc:
+        except BROKER_ERRORS as exc:
             log.error("re-declaring topology failed", error=str(exc) or type(exc).__name__)
 
     async def close(self) -> None:
@@ -154,24 +229,81 @@ class Publisher:
             raise BrokerUnavailable("not connected to the broker")
         return exchange
 
+    @property
+    def _timeout_s(self) -> float:
+        return self._amqp.publish_timeout_s
+
     async def _confirm(self, messages: list[Outgoing], received: datetime) -> None:
+        """Publish on the path in use; an unexpected error of the fast path falls back to the
+        standard path, which then publishes these messages (a duplicate at worst, never a
+        500: consumers de-duplicate by id)."""
+        assert self._connection is not None
+        if not accepts_publishes(self._connection):
+            raise BrokerUnavailable("the broker blocks publishers (memory or disk alarm)")
+        timestamp = int(received.timestamp())
+        if self._fast:
+            try:
+                return await self._confirm_fast(messages, timestamp)
+            except (BrokerUnavailable, asyncio.CancelledError):
+                raise
+            except Exception as exc:  # the fence: whatever else the fast path raised
+                self._fall_back(exc)
+        standard = self._standard
+        if standard is None:
+            try:
+                async with asyncio.timeout(self._timeout_s):
+                    standard = await self._standard_publisher()
+            except BROKER_ERRORS as exc:
+                raise BrokerUnavailable(f"broker error: {exc or type(exc).__name__}") from exc
+        await standard.confirm(messages, timestamp)
+
+    def _fall_back(self, error: BaseException) -> None:
+        """Give up the fast path for the life of this process."""
+        if not self._fast:
+            return
+        self._fast = False
+        self._stream = None
+        self.fallbacks += 1
+        log.error(
+            "fast publish path failed; using the standard aio-pika path until restart",
+            error=repr(error),
+        )
+
+    async def _standard_publisher(self) -> StandardPublisher:
+        """The standard path, on a robust confirm channel of its own (the fast path's channel
+        may hold state the failure left behind)."""
+        async with self._standard_lock:
+            if self._standard is None:
+                assert self._connection is not None
+                channel = await self._connection.channel(publisher_confirms=True)
+                self._standard = StandardPublisher(channel, timeout_s=self._timeout_s)
+            return self._standard
+
+    async def _confirm_fast(self, messages: list[Outgoing], timestamp: int) -> None:
         """Write every message and wait for every confirm (``ConfirmStream``: the hot path).
         ``mandatory`` is off: the alternate exchange keeps unroutable events, and mandatory
         with a reused message id can hang a publish (aio-pika #689)."""
-        timestamp = int(received.timestamp())
+        loop = asyncio.get_running_loop()
+        started = loop.time()
         try:
-            stream = self._stream
-            if stream is None or not stream.usable:
-                async with asyncio.timeout(self._amqp.publish_timeout_s):
+            async with asyncio.timeout(self._timeout_s):
+                stream = self._stream
+                if stream is None or not stream.usable:
                     stream = await self._open_stream()
+                # A burst of big batches fills the socket: wait for it to drain, in turn.
+                await stream.wait_writable()
             # The stream cancels a confirm that is not in by the publish timeout.
             confirms = [stream.publish(message, timestamp) for message in messages]
         except TimeoutError:
             raise self._timed_out() from None
-        except _BROKER_ERRORS as exc:
+        except BROKER_ERRORS as exc:
             raise BrokerUnavailable(f"broker error: {exc or type(exc).__name__}") from exc
+        waited = loop.time() - started
         try:
-            if len(confirms) == 1:
+            if waited > 0.001:  # the stream's deadline starts now: keep the request's in bound
+                async with asyncio.timeout(self._timeout_s - waited):
+                    await asyncio.gather(*confirms)
+            elif len(confirms) == 1:
                 await confirms[0]
             else:
                 await asyncio.gather(*confirms)
@@ -180,13 +312,15 @@ class Publisher:
             if task is not None and task.cancelling():
                 raise  # this request is being cancelled, not the confirm
             raise self._timed_out() from None
-        except aiormq.exceptions.DeliveryError as exc:
+        except TimeoutError:
+            raise self._timed_out() from None
+        except DeliveryError as exc:
             raise BrokerUnavailable("the broker refused the message (nack)") from exc
-        except Exception as exc:  # whatever closed the channel: not confirmed, so not accepted
+        except BROKER_ERRORS as exc:  # whatever closed the channel: not confirmed, not accepted
             raise BrokerUnavailable(f"broker error: {exc or type(exc).__name__}") from exc
 
     def _timed_out(self) -> BrokerUnavailable:
-        return BrokerUnavailable(f"no confirm within {self._amqp.publish_timeout_s:g}s")
+        return BrokerUnavailable(f"no confirm within {self._timeout_s:g}s")
 
     async def _open_stream(self) -> ConfirmStream:
         """The publishing stream of the current channel (after a reconnect: the new one)."""
@@ -201,10 +335,11 @@ class Publisher:
         writer = self._streams.writer
         if writer is None or writer.is_closing():
             raise ConnectionError("no open connection")
+        check_internals(channel, writer)
         self._stream = ConfirmStream(
             channel,
             writer,
-            timeout_s=self._amqp.publish_timeout_s,
+            timeout_s=self._timeout_s,
             delivery_mode=PERSISTENT,
             app_id=APP_ID,
         )

@@ -21,6 +21,7 @@ from tests.conftest import FIXTURES, TOKENS, make_settings
 from tests.tcp_proxy import TcpProxy
 from tests.worker_support import eventually
 
+DEAD_URL = "amqp://guest:guest@127.0.0.1:1/"
 TEMPLATE = json.loads((FIXTURES / "camara-roaming-status.json").read_text())
 HEADERS = {
     "Content-Type": "application/cloudevents+json",
@@ -38,7 +39,7 @@ async def _proxied_ingress(
     """An ingress that reaches the broker only through ``proxy``, connected and ready."""
     settings = make_settings(prefix, publish_timeout_s=publish_timeout_s)
     proxied = proxy.url_for(AMQP_URL)
-    app = create_app(replace(settings, amqp=replace(settings.amqp, url=proxied)))
+    app = create_app(replace(settings, amqp=replace(settings.amqp, url=proxied, urls=(proxied,))))
     client = await aiohttp_client(app)
     await asyncio.wait_for(app[PUBLISHER].wait_ready(), 15)  # type: ignore[attr-defined]
     return client
@@ -123,7 +124,7 @@ async def test_unreachable_broker_is_503_not_a_hang(
 ) -> None:
     """With no broker at all the ingress starts, is not ready, and answers 503 at once."""
     settings = make_settings(prefix)
-    settings = replace(settings, amqp=replace(settings.amqp, url="amqp://guest:guest@127.0.0.1:1/"))
+    settings = replace(settings, amqp=replace(settings.amqp, url=DEAD_URL, urls=(DEAD_URL,)))
     client = await aiohttp_client(create_app(settings))
     assert (await client.get("/healthz")).status == 200
     assert (await client.get("/readyz")).status == 503

@@ -16,7 +16,8 @@ from aiormq.channel import Channel
 
 from gateway.amqp_wire import Outgoing, string_table, table_key
 from gateway.app import PUBLISHER
-from gateway.confirm_stream import ConfirmStream, StreamTracker, connect_robust
+from gateway.broker_connect import connect_robust
+from gateway.confirm_stream import ConfirmStream, StreamTracker
 from gateway.publisher import Publisher
 from tests.broker import AMQP_URL, drain
 from tests.conftest import IngressFactory
@@ -47,7 +48,7 @@ async def _publishing(
     prefix: str, url: str = AMQP_URL, *, timeout_s: float = 5.0, max_unsent_bytes: int = 1 << 23
 ) -> Publishing:
     streams = StreamTracker()
-    connection = await connect_robust(url, streams, connect_timeout_s=10)
+    connection = await connect_robust([url], connect_timeout_s=10, transport_factory=streams)
     reader = await connection.channel()
     exchange = await reader.declare_exchange(prefix, aio_pika.ExchangeType.TOPIC, auto_delete=True)
     queue = await reader.declare_queue(f"{prefix}.capture", auto_delete=False)
@@ -126,30 +127,32 @@ async def test_an_unanswered_confirm_is_cancelled_at_its_deadline(
         await setup.connection.close()
 
 
-async def test_a_broker_that_stops_reading_fails_publishes_at_once(
+async def test_a_full_socket_makes_publishes_wait_until_it_drains(
     prefix: str, proxy: TcpProxy
 ) -> None:
-    """Once more than ``max_unsent_bytes`` wait in the socket buffer, publish raises at once
-    instead of buffering without bound."""
+    """Past ``max_unsent_bytes`` in the socket buffer, ``wait_writable`` waits (a broker that
+    stopped reading can't grow the buffer without bound) and returns once the broker reads
+    again; every message is then confirmed."""
     setup = await _publishing(
-        prefix, proxy.url_for(AMQP_URL), timeout_s=5, max_unsent_bytes=1 << 20
+        prefix, proxy.url_for(AMQP_URL), timeout_s=30, max_unsent_bytes=1 << 20
     )
     try:
         proxy.stall()
         body = b"x" * (1 << 20)
-        written = 0
-        refusal: ConnectionError | None = None
+        confirms = []
         for _ in range(64):  # far more than the kernel buffers plus the limit hold
-            try:
-                setup.stream.publish(setup.message(body), TIMESTAMP)
-            except ConnectionError as exc:
-                refusal = exc
+            if setup.stream.unsent_bytes > 1 << 20:
                 break
-            written += 1
+            confirms.append(setup.stream.publish(setup.message(body), TIMESTAMP))
             await asyncio.sleep(0)  # a loop turn: the stream flushes to the transport
-        assert refusal is not None
-        assert "not reading" in str(refusal)
-        assert written > 0, "publishes before the limit are written"
+        assert setup.stream.unsent_bytes > 1 << 20, "a stalled broker fills the socket"
+        assert confirms, "publishes before the limit are written"
+        waiting = asyncio.create_task(setup.stream.wait_writable())
+        await asyncio.sleep(0)
+        assert not waiting.done(), "over the limit, a publish waits for the socket to drain"
+        proxy.resume()
+        await asyncio.wait_for(waiting, 20)
+        await asyncio.wait_for(asyncio.gather(*confirms), 20)
     finally:
         proxy.resume()
         await setup.connection.close()
@@ -167,7 +170,10 @@ async def test_tracker_keeps_the_newest_stream(proxy: TcpProxy) -> None:
     """After a reconnect the tracker hands out the new connection's stream, not the dead one."""
     streams = StreamTracker()
     connection = await connect_robust(
-        proxy.url_for(AMQP_URL), streams, connect_timeout_s=10, reconnect_interval=0.1
+        [proxy.url_for(AMQP_URL)],
+        connect_timeout_s=10,
+        transport_factory=streams,
+        reconnect_interval=0.1,
     )
     try:
         first = streams.writer
