@@ -8,10 +8,11 @@ past it (measured: a header holding the timestamp 2**63-1 did exactly that).
 
 ``install()`` puts tolerant decoders in pamqp's decoder tables. They return marked values
 instead of raising: ``UndecodableTimestamp`` (a ``datetime`` clamped to ``datetime.max``),
-``UndecodableText`` (a ``str`` with U+FFFD for the bad bytes), and an ``UndecodableText``
-in place of a table or array nested deeper than ``MAX_DEPTH``. Each encodes again, so the
-message can be republished; ``consumers.poison`` finds the marks and the worker sends the
-message to ``.dlq``.
+``UndecodableText`` (a ``str`` holding each byte that is not UTF-8 as a lone surrogate,
+U+DC80-U+DCFF, as ``surrogateescape`` does: no UTF-8 text decodes to one, so the mark
+survives aio-pika's ``str()`` of the properties), and an ``UndecodableText`` in place of a
+table or array nested deeper than ``MAX_DEPTH``. ``consumers.poison`` finds the marks and the
+worker sends the message to ``.dlq``.
 
 The fence: pamqp's decoder tables are module state, not API. ``install`` checks that they
 hold the functions it replaces (pamqp 4) and otherwise leaves pamqp alone and says so in
@@ -47,8 +48,8 @@ class UndecodableTimestamp(datetime.datetime):
 
 
 class UndecodableText(str):
-    """Text that was not UTF-8 (shown with U+FFFD), or a container nested too deep (its
-    type, shown as ``<table nested too deep>``)."""
+    """Text that was not UTF-8 (its bad bytes as lone surrogates), or a container nested too
+    deep (shown as ``<table nested too deep>``)."""
 
     __slots__ = ()
 
@@ -126,7 +127,20 @@ def _short_str(value: bytes) -> tuple[int, str]:
     try:
         return length + 1, data.decode("utf-8")
     except UnicodeDecodeError:
-        return length + 1, UndecodableText(data.decode("utf-8", "replace"))
+        return length + 1, UndecodableText(data.decode("utf-8", "surrogateescape"))
+
+
+def undecodable(text: str) -> bool:
+    """Whether ``text`` came from bytes that were not UTF-8 (it holds a lone surrogate)."""
+    return isinstance(text, UndecodableText) or (not text.isascii() and _has_surrogate(text))
+
+
+def _has_surrogate(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def _too_deep(value: bytes, what: str) -> tuple[int, UndecodableText] | None:

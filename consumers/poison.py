@@ -18,7 +18,7 @@ from typing import Any
 from aio_pika.abc import AbstractMessage
 
 from consumers.event import Unprocessable
-from consumers.lenient_decoding import UndecodableText, UndecodableTimestamp
+from consumers.lenient_decoding import UndecodableText, UndecodableTimestamp, undecodable
 
 PROPERTIES = (
     "content_type",
@@ -42,7 +42,9 @@ def check(message: AbstractMessage) -> None:
     """Raise MalformedMessage naming the first undecodable property or header."""
     for name in PROPERTIES:
         value = getattr(message, name, None)
-        if isinstance(value, UndecodableText | UndecodableTimestamp):
+        if isinstance(value, UndecodableTimestamp) or (
+            isinstance(value, str) and undecodable(value)
+        ):
             raise MalformedMessage(f"property {name} could not be decoded: {_what(value)}")
     headers = message.headers
     if headers:
@@ -54,7 +56,8 @@ def check(message: AbstractMessage) -> None:
 def _what(value: Any) -> str:
     if isinstance(value, UndecodableTimestamp):
         return f"timestamp {value.raw} is out of range"
-    return f"{str(value)[:60]!r} is not UTF-8"
+    shown = str(value)[:60].encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    return f"{shown!r} is not UTF-8"
 
 
 def _first_mark(headers: Mapping[str, Any]) -> str | None:
