@@ -43,7 +43,9 @@ def create_app(
         app.cleanup_ctx.append(_publisher_lifecycle(owned))
         publisher = owned
     ready_publisher = publisher
-    metrics = IngressMetrics(lambda: ready_publisher.ready)
+    metrics = IngressMetrics(
+        lambda: ready_publisher.ready, lambda: getattr(ready_publisher, "fallbacks", 0)
+    )
     app[PUBLISHER] = publisher
     app[METRICS] = metrics
     app[HTTP_SETTINGS] = settings.http

@@ -99,8 +99,11 @@ class IngressMetrics(Collector):
 
     content_type = CONTENT_TYPE_LATEST
 
-    def __init__(self, broker_connected: Callable[[], bool]) -> None:
+    def __init__(
+        self, broker_connected: Callable[[], bool], fallbacks: Callable[[], int] = lambda: 0
+    ) -> None:
         self._broker_connected = broker_connected
+        self._fallbacks = fallbacks
         self._requests: dict[tuple[str, int], Count] = {}
         self._durations: dict[str, _Durations] = {}
         self._publishes = {result: Count() for result in PUBLISH_RESULTS}
@@ -153,6 +156,11 @@ class IngressMetrics(Collector):
             "gateway_broker_connected",
             "1 while connected to RabbitMQ with the topology declared.",
             value=float(self._broker_connected()),
+        )
+        yield CounterMetricFamily(
+            "event_gateway_publisher_fallbacks",
+            "Times the fast publish path failed and the ingress fell back to the standard one.",
+            value=self._fallbacks(),
         )
 
     def render(self) -> bytes:
