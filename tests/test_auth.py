@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
-from gateway.auth import extract_token, hash_token, verify
+from gateway.auth import ACCEPTED, EXPIRED, REFUSED, check_token, extract_token, hash_token, verify
 from gateway.settings import TokenDigest
 from tests.broker import drain, message_count
 from tests.conftest import FIXTURES, TOKENS, Ingress
+from tests.worker_support import run_cli
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 
@@ -53,6 +55,27 @@ def test_verify_honours_expiry() -> None:
     """An expired digest no longer opens; one expiring later still does."""
     assert not verify("t", (_digest("t", NOW - timedelta(seconds=1)),), NOW)
     assert verify("t", (_digest("t", NOW + timedelta(seconds=1)),), NOW)
+
+
+def test_check_token_tells_expired_from_wrong() -> None:
+    """A token matching only an expired digest is EXPIRED (kept); a current one wins."""
+    old = _digest("t", NOW - timedelta(seconds=1))
+    assert check_token("t", (old,), NOW) is EXPIRED
+    assert check_token("t", (old, _digest("t", NOW + timedelta(days=1))), NOW) is ACCEPTED
+    assert check_token("t", (old, _digest("t")), NOW) is ACCEPTED
+    assert check_token("other", (old,), NOW) is REFUSED
+    assert check_token(None, (old,), NOW) is REFUSED
+
+
+def test_auth_none_alone_exits_2(tmp_path: Path) -> None:
+    """`auth = "none"` without allow_from is refused at start: one line, exit 2."""
+    config = tmp_path / "gateway.toml"
+    config.write_text('[[sources]]\nname = "open"\nadapter = "camara"\nauth = "none"\n')
+    result = run_cli("serve", "--config", str(config))
+    assert result.returncode == 2
+    assert "allow_from" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in result.stderr
 
 
 def test_hash_token_format() -> None:
