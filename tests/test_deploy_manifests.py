@@ -55,6 +55,13 @@ CUSTOM_SCHEMAS = {
     ("keda.sh/v1alpha1", "TriggerAuthentication"): "keda.sh_triggerauthentication_v1alpha1.json",
     ("rabbitmq.com/v1beta1", "RabbitmqCluster"): "rabbitmq.com_rabbitmqcluster_v1beta1.json",
 }
+# deploy/monitoring: Prometheus Operator resources (a separate kustomization: it needs their CRDs).
+MONITORING = DEPLOY / "monitoring"
+MONITORING_SCHEMAS = {
+    ("monitoring.coreos.com/v1", "ServiceMonitor"): "monitoring.coreos.com_servicemonitor_v1.json",
+    ("monitoring.coreos.com/v1", "PodMonitor"): "monitoring.coreos.com_podmonitor_v1.json",
+    ("monitoring.coreos.com/v1", "PrometheusRule"): "monitoring.coreos.com_prometheusrule_v1.json",
+}
 BUILTIN_WORKERS = ("roaming", "reachability", "sms")
 CONTRACT_ENV_VARS = frozenset(
     {
@@ -700,7 +707,7 @@ def strict_schema(schema: Any) -> Any:
 @cache
 def custom_validator(api_version: str, kind: str) -> jsonschema.protocols.Validator:
     """A strict validator for a custom resource, from the schema vendored in deploy/schemas."""
-    path = SCHEMAS / CUSTOM_SCHEMAS[(api_version, kind)]
+    path = SCHEMAS / {**CUSTOM_SCHEMAS, **MONITORING_SCHEMAS}[(api_version, kind)]
     schema = strict_schema(json.loads(path.read_text(encoding="utf-8")))
     cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
     cls.check_schema(schema)
@@ -899,6 +906,10 @@ def test_k8s_env_config_ports_and_probes_match_the_code(overlay: list[Doc], tmp_
             liveness = probes["livenessProbe"]["httpGet"]
             assert liveness["path"] == "/healthz"
             assert ports[liveness["port"]] == metrics_port
+            # Liveness only asks "is the process alive": a broker outage must not restart it.
+            readiness = probes["readinessProbe"]["httpGet"]
+            assert readiness["path"] == "/readyz"
+            assert ports[readiness["port"]] == metrics_port
             assert int(annotations["prometheus.io/port"]) == metrics_port
             assert settings.state.url.startswith(("postgresql://", "postgres://")), (
                 f"{where}: worker replicas must share a PostgreSQL state store"
@@ -972,3 +983,226 @@ def test_deploy_readme_says_how_to_apply_and_scale() -> None:
     assert "kubectl apply -k deploy/overlays/example" in text
     assert "HorizontalPodAutoscaler" in text
     assert "ScaledObject" in text
+
+
+# --- monitoring (deploy/monitoring) ---------------------------------------------------------
+
+PROMTOOL = shutil.which("promtool")
+# The alerts §9 asks for, by name.
+CONTRACT_ALERTS = {
+    "EventGatewayDeadLettersGrowing",
+    "EventGatewayServerErrors",
+    "EventGatewayNotReady",
+    "EventGatewayRejectedGrowing",
+    "EventGatewayBrokerReconnects",
+}
+METRIC_NAME = re.compile(r"\b(?:event_gateway|gateway|process|python)_[a-z0-9_]+\b")
+
+
+@pytest.fixture(scope="module")
+def monitoring() -> list[Doc]:
+    """deploy/monitoring, rendered."""
+    return kustomize(MONITORING)
+
+
+@cache
+def prometheus_rule_spec() -> Doc:
+    """spec of deploy/monitoring/prometheus-rule.yaml: a plain Prometheus rules file."""
+    doc = yaml.safe_load((MONITORING / "prometheus-rule.yaml").read_text(encoding="utf-8"))
+    spec: Doc = doc["spec"]
+    return spec
+
+
+@cache
+def dashboard() -> Doc:
+    """deploy/monitoring/grafana-dashboard.json, parsed."""
+    data: Doc = json.loads((MONITORING / "grafana-dashboard.json").read_text(encoding="utf-8"))
+    return data
+
+
+def dashboard_exprs() -> list[str]:
+    """Every PromQL expression of the dashboard, Grafana's variables given plain values."""
+    exprs = [
+        str(target["expr"])
+        for panel in dashboard()["panels"]
+        for target in panel.get("targets", [])
+    ]
+    return [e.replace("$__rate_interval", "5m").replace("$namespace", ".*") for e in exprs]
+
+
+def alert_exprs() -> list[str]:
+    return [str(rule["expr"]) for group in prometheus_rule_spec()["groups"] for rule in group["rules"]]
+
+
+@cache
+def exported_metric_names() -> frozenset[str]:
+    """Every sample name the ingress and worker registries expose (process collectors too)."""
+    from consumers.metrics import WorkerMetrics
+    from gateway.metrics import IngressMetrics
+
+    ingress = IngressMetrics(lambda: True)
+    ingress.observe("camara", 204, 0.01)
+    workers = WorkerMetrics()
+    workers.prepare("events.roaming")
+    names = set()
+    for registry in (ingress.registry, workers.registry):
+        for family in registry.collect():
+            names.update(sample.name for sample in family.samples)
+    return frozenset(names)
+
+
+def test_monitoring_resources_match_their_schemas(monitoring: list[Doc], tmp_path: Path) -> None:
+    """The ServiceMonitor, PodMonitor and PrometheusRule match their vendored CRD schemas, and
+    the dashboard ConfigMap passes kubernetes-validate --strict."""
+    kinds = {doc["kind"] for doc in monitoring}
+    assert kinds == {"ServiceMonitor", "PodMonitor", "PrometheusRule", "ConfigMap"}
+    for doc in monitoring:
+        if (doc["apiVersion"], doc["kind"]) in MONITORING_SCHEMAS:
+            errors = list(custom_validator(doc["apiVersion"], doc["kind"]).iter_errors(doc))
+            messages = [f"{'.'.join(map(str, e.absolute_path))}: {e.message}" for e in errors]
+            assert not messages, f"{doc['kind']}/{doc['metadata']['name']}: {messages}"
+    builtin = [doc for doc in monitoring if doc["kind"] == "ConfigMap"]
+    code, output = kubernetes_validate(builtin, K8S_VERSIONS[-1], tmp_path)
+    assert code == 0, output
+    (config_map,) = builtin
+    assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert json.loads(config_map["data"]["grafana-dashboard.json"]) == dashboard()
+
+
+def test_monitoring_schema_check_rejects_unknown_fields() -> None:
+    """The vendored-schema check catches a misspelt ServiceMonitor endpoint field."""
+    broken = {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "ServiceMonitor",
+        "metadata": {"name": "x"},
+        "spec": {"selector": {}, "endpoints": [{"port": "http", "pathh": "/metrics"}]},
+    }
+    assert not custom_validator("monitoring.coreos.com/v1", "ServiceMonitor").is_valid(broken)
+
+
+def labels_match(selector: Doc, labels: Mapping[str, str]) -> bool:
+    """A Kubernetes label selector (matchLabels and In/NotIn/Exists) against labels."""
+    if not selector.get("matchLabels", {}).items() <= labels.items():
+        return False
+    for expression in selector.get("matchExpressions", []):
+        key, operator = expression["key"], expression["operator"]
+        values = expression.get("values", [])
+        ok = {
+            "In": key in labels and labels[key] in values,
+            "NotIn": labels.get(key) not in values,
+            "Exists": key in labels,
+            "DoesNotExist": key not in labels,
+        }[operator]
+        if not ok:
+            return False
+    return True
+
+
+def test_service_monitor_scrapes_the_ingress(monitoring: list[Doc], overlay: list[Doc]) -> None:
+    """The ServiceMonitor selects the ingress Service, in the overlay's namespace, on a Service
+    port whose target serves /metrics."""
+    (monitor,) = find(monitoring, "ServiceMonitor")
+    service = one(overlay, "Service", "event-gateway-ingress")
+    assert monitor["metadata"]["namespace"] == service["metadata"]["namespace"]
+    assert labels_match(monitor["spec"]["selector"], service["metadata"]["labels"])
+    selected = [
+        s for s in find(overlay, "Service") if labels_match(monitor["spec"]["selector"], s["metadata"].get("labels", {}))
+    ]
+    assert selected == [service], "the ServiceMonitor must select the ingress Service only"
+    ports = {port["name"]: port for port in service["spec"]["ports"]}
+    for endpoint in monitor["spec"]["endpoints"]:
+        assert endpoint["port"] in ports
+        assert endpoint["path"] == "/metrics"
+        assert "/metrics" in served_paths(INGRESS_PACKAGE)
+
+
+def test_pod_monitor_scrapes_every_worker(monitoring: list[Doc], overlay: list[Doc]) -> None:
+    """The PodMonitor selects each built-in worker's pods (and not the ingress's) on the named
+    port that is the worker's --metrics-port."""
+    (monitor,) = find(monitoring, "PodMonitor")
+    selector = monitor["spec"]["selector"]
+    (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
+    assert endpoint["path"] == "/metrics"
+    selected = set()
+    for deployment, container in app_containers(overlay):
+        pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+        args = [str(arg) for arg in container["args"]]
+        if not labels_match(selector, pod_labels):
+            assert args[0] != "consume", f"{deployment['metadata']['name']} is not scraped"
+            continue
+        assert args[0] == "consume", f"the PodMonitor selects {deployment['metadata']['name']}"
+        selected.add(args[1])
+        ports = named_ports(container)
+        assert ports[endpoint["port"]] == int(option_value(args, "--metrics-port") or 0)
+    assert selected == set(BUILTIN_WORKERS)
+
+
+def test_alerts_cover_dlq_5xx_readiness_rejected_and_reconnects() -> None:
+    """Every alert §9 names is there, with a severity, a summary and a description."""
+    rules = [rule for group in prometheus_rule_spec()["groups"] for rule in group["rules"]]
+    assert {rule["alert"] for rule in rules} >= CONTRACT_ALERTS
+    for rule in rules:
+        assert rule["labels"]["severity"] in {"warning", "critical"}, rule["alert"]
+        assert rule["annotations"]["summary"] and rule["annotations"]["description"]
+
+
+def test_dashboard_and_alerts_use_only_exported_metrics() -> None:
+    """Every metric the dashboard and the alerts query is one the code exports."""
+    used = {name for expr in dashboard_exprs() + alert_exprs() for name in METRIC_NAME.findall(expr)}
+    assert used, "no metric found in the expressions"
+    unknown = used - exported_metric_names()
+    assert not unknown, sorted(unknown)
+
+
+def test_dashboard_is_a_grafana_dashboard() -> None:
+    """Unique panel ids, a Prometheus datasource variable, every panel on it with a query."""
+    data = dashboard()
+    assert data["uid"] and data["title"]
+    ids = [panel["id"] for panel in data["panels"]]
+    assert len(ids) == len(set(ids))
+    variables = {v["name"]: v for v in data["templating"]["list"]}
+    assert variables["datasource"]["type"] == "datasource"
+    assert variables["datasource"]["query"] == "prometheus"
+    for panel in data["panels"]:
+        if panel["type"] == "row":
+            continue
+        assert panel["datasource"]["uid"] == "${datasource}", panel["title"]
+        assert panel["targets"] and all(t["expr"].strip() for t in panel["targets"])
+        grid = panel["gridPos"]
+        assert 0 <= grid["x"] and grid["x"] + grid["w"] <= 24, panel["title"]
+
+
+@pytest.mark.skipif(PROMTOOL is None, reason="promtool (Debian package prometheus) is not installed")
+def test_alert_rules_pass_promtool_check_and_unit_tests(tmp_path: Path) -> None:
+    """`promtool check rules` accepts the alerts and `promtool test rules` fires each as meant."""
+    assert PROMTOOL is not None
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(yaml.safe_dump(prometheus_rule_spec()), encoding="utf-8")
+    tests = tmp_path / "prometheus-rule.test.yaml"
+    shutil.copy(MONITORING / "prometheus-rule.test.yaml", tests)
+    for command in (["check", "rules", str(rules)], ["test", "rules", str(tests)]):
+        result = subprocess.run(
+            [PROMTOOL, *command], capture_output=True, text=True, timeout=60, check=False, cwd=tmp_path
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+    tested = yaml.safe_load(tests.read_text(encoding="utf-8"))
+    fired = {
+        case["alertname"]
+        for group in tested["tests"]
+        for case in group["alert_rule_test"]
+        if case["exp_alerts"]
+    }
+    assert fired >= CONTRACT_ALERTS, sorted(CONTRACT_ALERTS - fired)
+
+
+@pytest.mark.skipif(PROMTOOL is None, reason="promtool (Debian package prometheus) is not installed")
+def test_dashboard_queries_parse(tmp_path: Path) -> None:
+    """Every dashboard query is valid PromQL (checked as recording rules by promtool)."""
+    assert PROMTOOL is not None
+    rules = [{"record": f"dashboard:query:{i}", "expr": e} for i, e in enumerate(dashboard_exprs())]
+    path = tmp_path / "dashboard-rules.yaml"
+    path.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}), encoding="utf-8")
+    result = subprocess.run(
+        [PROMTOOL, "check", "rules", str(path)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
