@@ -125,7 +125,9 @@ class CallbackHandlers:
         received_at = self._clock()
         # Contract §8: allow_from, the credential, rate_limit (gateway.source_access).
         access = self.access[source.name]
-        if not access.admits(request.remote, request.headers.getall("X-Forwarded-For", ())):
+        if access.restricted and not access.admits(
+            request.remote, request.headers.getall("X-Forwarded-For", ())
+        ):
             log.info("callback refused", source=source.name, status=403, reason="allow_from")
             return problem_response(403, "this client address may not send to this source")
         body: bytes | None = None

@@ -38,7 +38,7 @@ class SourceAccess:
         self._allow_from = source.allow_from
         # auth = "none" with no allow_from would be open to anyone: settings refuse such a
         # config; a Source built in code without one lets nobody in rather than everybody.
-        self._restricted = bool(source.allow_from) or source.auth == "none"
+        self.restricted = bool(source.allow_from) or source.auth == "none"
         self.jwks: JwksCache | None = None
         authenticator = simple_authenticator(source)
         if authenticator is None:
@@ -55,7 +55,7 @@ class SourceAccess:
 
     def admits(self, peer: str | None, forwarded_for: Iterable[str]) -> bool:
         """False when ``allow_from`` excludes the client (403)."""
-        if not self._restricted:
+        if not self.restricted:
             return True
         return allowed(client_address(peer, forwarded_for, self._trusted), self._allow_from)
 
