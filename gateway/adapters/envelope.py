@@ -48,6 +48,7 @@ _REQUIRED_STRINGS = ("id", "source", "type")
 # How JSON writes U+0000 (JSON text cannot hold it raw): PostgreSQL text and jsonb cannot
 # store it, so neither could the built-in workers nor most consumers.
 _ESCAPED_NUL = b"\\u0000"
+_MAX_PATH_CHARS = 200
 
 
 def load_json(body: bytes, where: str = "") -> Any:
@@ -70,7 +71,7 @@ def load_json(body: bytes, where: str = "") -> Any:
         if path is not None:
             raise BadRequest(
                 "U+0000 (NUL) cannot be stored: refused in any string or member name",
-                field=path or None,
+                field=path[:_MAX_PATH_CHARS] or None,  # member names are the sender's
             )
     return value
 
