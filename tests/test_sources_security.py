@@ -3,15 +3,18 @@ may send, the expired token kept, one 401 for every failure, nothing secret in t
 
 from __future__ import annotations
 
+import base64
 import json
+import re
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import orjson
 import pytest
 from aio_pika.abc import AbstractRobustConnection
 
-from gateway.settings import Source, TokenDigest
+from gateway.settings import Source, TokenDigest, load_settings
 from tests.broker import delete_everything, drain, message_count, unique_prefix
 from tests.conftest import FIXTURES, Ingress, digest
 from tests.source_support import ClientFactory, start_ingress
@@ -162,3 +165,23 @@ async def test_tokens_never_reach_the_log(
     assert "callback" in logged or "event accepted" in logged
     for secret in ("camara-token", EXPIRED_TOKEN, "wrong-secret-token", "query-secret-token"):
         assert secret not in logged
+
+
+def test_readme_securing_a_source_example_loads(tmp_path: Path) -> None:
+    """The README's worked config for each kind of sender is a valid config."""
+    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Securing a source", 1)[1]
+    example = section.split("```toml\n", 1)[1].split("```", 1)[0]
+    example = example.replace("<64 hex digits>", "ab" * 32)
+    example = re.sub(r"whsec_<[^>]*>", "whsec_" + base64.b64encode(b"k" * 24).decode(), example)
+    config = tmp_path / "gateway.toml"
+    config.write_text(example, encoding="utf-8")
+    settings = load_settings(config, env={})
+    auths = {source.name: source.auth for source in settings.sources}
+    assert auths == {
+        "camara": "bearer",
+        "camara-jwt": "jwt",
+        "notify-status": "bearer",
+        "partner": "standard-webhooks",
+        "camara-open": "none",
+    }
