@@ -988,6 +988,7 @@ def test_deploy_readme_says_how_to_apply_and_scale() -> None:
 # --- monitoring (deploy/monitoring) ---------------------------------------------------------
 
 PROMTOOL = shutil.which("promtool")
+NO_PROMTOOL = "promtool (Debian package prometheus) is not installed"
 # The alerts §9 asks for, by name.
 CONTRACT_ALERTS = {
     "EventGatewayDeadLettersGrowing",
@@ -1031,7 +1032,9 @@ def dashboard_exprs() -> list[str]:
 
 
 def alert_exprs() -> list[str]:
-    return [str(rule["expr"]) for group in prometheus_rule_spec()["groups"] for rule in group["rules"]]
+    return [
+        str(rule["expr"]) for group in prometheus_rule_spec()["groups"] for rule in group["rules"]
+    ]
 
 
 @cache
@@ -1106,7 +1109,9 @@ def test_service_monitor_scrapes_the_ingress(monitoring: list[Doc], overlay: lis
     assert monitor["metadata"]["namespace"] == service["metadata"]["namespace"]
     assert labels_match(monitor["spec"]["selector"], service["metadata"]["labels"])
     selected = [
-        s for s in find(overlay, "Service") if labels_match(monitor["spec"]["selector"], s["metadata"].get("labels", {}))
+        s
+        for s in find(overlay, "Service")
+        if labels_match(monitor["spec"]["selector"], s["metadata"].get("labels", {}))
     ]
     assert selected == [service], "the ServiceMonitor must select the ingress Service only"
     ports = {port["name"]: port for port in service["spec"]["ports"]}
@@ -1143,12 +1148,15 @@ def test_alerts_cover_dlq_5xx_readiness_rejected_and_reconnects() -> None:
     assert {rule["alert"] for rule in rules} >= CONTRACT_ALERTS
     for rule in rules:
         assert rule["labels"]["severity"] in {"warning", "critical"}, rule["alert"]
-        assert rule["annotations"]["summary"] and rule["annotations"]["description"]
+        assert rule["annotations"]["summary"], rule["alert"]
+        assert rule["annotations"]["description"], rule["alert"]
 
 
 def test_dashboard_and_alerts_use_only_exported_metrics() -> None:
     """Every metric the dashboard and the alerts query is one the code exports."""
-    used = {name for expr in dashboard_exprs() + alert_exprs() for name in METRIC_NAME.findall(expr)}
+    used = {
+        name for expr in dashboard_exprs() + alert_exprs() for name in METRIC_NAME.findall(expr)
+    }
     assert used, "no metric found in the expressions"
     unknown = used - exported_metric_names()
     assert not unknown, sorted(unknown)
@@ -1157,7 +1165,8 @@ def test_dashboard_and_alerts_use_only_exported_metrics() -> None:
 def test_dashboard_is_a_grafana_dashboard() -> None:
     """Unique panel ids, a Prometheus datasource variable, every panel on it with a query."""
     data = dashboard()
-    assert data["uid"] and data["title"]
+    assert data["uid"]
+    assert data["title"]
     ids = [panel["id"] for panel in data["panels"]]
     assert len(ids) == len(set(ids))
     variables = {v["name"]: v for v in data["templating"]["list"]}
@@ -1167,12 +1176,14 @@ def test_dashboard_is_a_grafana_dashboard() -> None:
         if panel["type"] == "row":
             continue
         assert panel["datasource"]["uid"] == "${datasource}", panel["title"]
-        assert panel["targets"] and all(t["expr"].strip() for t in panel["targets"])
+        assert panel["targets"], panel["title"]
+        assert all(t["expr"].strip() for t in panel["targets"]), panel["title"]
         grid = panel["gridPos"]
-        assert 0 <= grid["x"] and grid["x"] + grid["w"] <= 24, panel["title"]
+        assert grid["x"] >= 0, panel["title"]
+        assert grid["x"] + grid["w"] <= 24, panel["title"]
 
 
-@pytest.mark.skipif(PROMTOOL is None, reason="promtool (Debian package prometheus) is not installed")
+@pytest.mark.skipif(PROMTOOL is None, reason=NO_PROMTOOL)
 def test_alert_rules_pass_promtool_check_and_unit_tests(tmp_path: Path) -> None:
     """`promtool check rules` accepts the alerts and `promtool test rules` fires each as meant."""
     assert PROMTOOL is not None
@@ -1182,7 +1193,12 @@ def test_alert_rules_pass_promtool_check_and_unit_tests(tmp_path: Path) -> None:
     shutil.copy(MONITORING / "prometheus-rule.test.yaml", tests)
     for command in (["check", "rules", str(rules)], ["test", "rules", str(tests)]):
         result = subprocess.run(
-            [PROMTOOL, *command], capture_output=True, text=True, timeout=60, check=False, cwd=tmp_path
+            [PROMTOOL, *command],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            cwd=tmp_path,
         )
         assert result.returncode == 0, result.stdout + result.stderr
     tested = yaml.safe_load(tests.read_text(encoding="utf-8"))
@@ -1195,14 +1211,20 @@ def test_alert_rules_pass_promtool_check_and_unit_tests(tmp_path: Path) -> None:
     assert fired >= CONTRACT_ALERTS, sorted(CONTRACT_ALERTS - fired)
 
 
-@pytest.mark.skipif(PROMTOOL is None, reason="promtool (Debian package prometheus) is not installed")
+@pytest.mark.skipif(PROMTOOL is None, reason=NO_PROMTOOL)
 def test_dashboard_queries_parse(tmp_path: Path) -> None:
     """Every dashboard query is valid PromQL (checked as recording rules by promtool)."""
     assert PROMTOOL is not None
     rules = [{"record": f"dashboard:query:{i}", "expr": e} for i, e in enumerate(dashboard_exprs())]
     path = tmp_path / "dashboard-rules.yaml"
-    path.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}), encoding="utf-8")
+    path.write_text(
+        yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}), encoding="utf-8"
+    )
     result = subprocess.run(
-        [PROMTOOL, "check", "rules", str(path)], capture_output=True, text=True, timeout=60, check=False
+        [PROMTOOL, "check", "rules", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
