@@ -4,7 +4,7 @@ PYTHON ?= python3
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 
-.PHONY: install run serve test lint format typecheck ci bench profile clean
+.PHONY: install run serve test test-cluster test-newest lint format typecheck ci bench profile clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,10 @@ serve: install  ## the ingress alone
 test: install  ## the whole suite, against the local RabbitMQ and PostgreSQL
 	@$(BIN)/python scripts/check_services.py rabbitmq postgresql
 	$(BIN)/pytest
+
+test-cluster: install  ## broker faults on private RabbitMQ nodes (scripts/rabbitmq-cluster): node loss, alarms
+	@$(BIN)/python scripts/check_services.py rabbitmq
+	$(BIN)/pytest -m cluster --timeout 300
 
 lint: install
 	$(BIN)/ruff check gateway consumers tests scripts

@@ -70,6 +70,7 @@ class Publisher:
         self._fast = amqp.publisher != "standard"
         self._standard: StandardPublisher | None = None
         self._standard_lock = asyncio.Lock()
+        self._node: str | None = None  # the node of the last connection that came up
         self.fallbacks = 0  # times the fast path was given up (0 or 1: it is for good)
 
     @property
@@ -144,10 +145,11 @@ class Publisher:
         self._rejected = await self._channel.get_exchange(self._names.rejected, ensure=False)
         await self._prepare_path()
         self._ready.set()
+        self._node = self.node
         log.info(
             "broker connected",
             exchange=self._names.exchange,
-            node=self.node,
+            node=self._node,
             publisher=self.publisher,
         )
 
@@ -188,7 +190,7 @@ class Publisher:
 
     def _on_connection_lost(self, *_: Any) -> None:
         if self._ready.is_set():
-            log.warning("broker connection lost", node=self.node)
+            log.warning("broker connection lost", node=self._node)
         self._ready.clear()
 
     def _on_reconnected(self, *_: Any) -> None:
