@@ -9,15 +9,14 @@ built-in handler does not apply it, the worker dead-letters it (``Unprocessable`
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeVar, cast
 
 from consumers.event import SOURCE_EXTENSION, Event, Unprocessable
 from gateway.settings import Source
 from gateway.type_patterns import SourceTypes
 
-Handler = Callable[[Event], Awaitable[None]]
-HandlerFactory = Callable[[Any], Handler]
+Planner = Callable[[Event], Sequence[Any]]
 
 
 class SourcePolicy:
@@ -45,16 +44,14 @@ class SourcePolicy:
             raise Unprocessable(reason)
 
 
-def guarded(factory: HandlerFactory, policy: SourcePolicy) -> HandlerFactory:
-    """``factory`` whose handlers first check ``policy`` (refused: ``Unprocessable``)."""
+P = TypeVar("P", bound=Planner)
 
-    def make(store: Any) -> Handler:
-        handler = factory(store)
 
-        async def handle(event: Event) -> None:
-            policy.check(event)
-            await handler(event)
+def guarded(planner: P, policy: SourcePolicy) -> P:
+    """``planner`` that first checks ``policy`` (refused: ``Unprocessable``)."""
 
-        return handle
+    def plan(event: Event) -> Sequence[Any]:
+        policy.check(event)
+        return planner(event)
 
-    return make
+    return cast(P, plan)

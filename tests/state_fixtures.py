@@ -11,25 +11,34 @@ with a random name that the store creates on first use and the fixture drops aft
 from __future__ import annotations
 
 import os
-import random
 import sqlite3
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import closing
-from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import asyncpg
 import pytest
-from hypothesis import strategies as st
 
+from consumers.event import Event
 from consumers.state import StateStore, open_store
 from consumers.state.postgres import split_url
 from consumers.state.schema import sqlite_sql
 from consumers.state.sqlite import sqlite_path
-from gateway.cloudevent import rfc3339
+from consumers.state.store import device_json, message_json, subscription_json
+from consumers.state.writes import (
+    CountryWrite,
+    InboundWrite,
+    MessageStatusWrite,
+    ReachabilityWrite,
+    RoamingWrite,
+    SubscriptionWrite,
+    Version,
+    Write,
+    reduce_writes,
+)
 
 POSTGRES_URL = os.environ.get(
     "STATE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
@@ -109,352 +118,144 @@ async def stored_inbound_text(url: str, message_id: str) -> str | None:
     return text
 
 
-# --- updates as values -----------------------------------------------------------------------
+# --- writes as values ------------------------------------------------------------------------
 
 T0 = datetime(2023, 1, 17, 13, 18, 23, 682000, tzinfo=UTC)
+LATER = T0 + timedelta(seconds=1)
+DEVICE = "+36721601234567"
 
 
-@dataclass(frozen=True)
-class Roaming:
-    """An ``update_roaming`` call."""
-
-    device: str
-    roaming: bool | None
-    country_code: int | None
-    country_name: tuple[str, ...] | None
-    time: datetime
-    event_id: str = ""
+def v(
+    time: datetime = T0, event_id: str = "e", *, tier: int = 0, rank: int = 0, source: str = "/s"
+) -> Version:
+    """A version, defaults for everything but what a test is about."""
+    return Version(tier, time, rank, source, event_id)
 
 
-@dataclass(frozen=True)
-class Reachability:
-    """An ``update_reachability`` call."""
-
-    device: str
-    reachability: str
-    time: datetime
-    event_id: str = ""
+def roaming(value: bool, version: Version, device: str = DEVICE) -> RoamingWrite:
+    return RoamingWrite(device, value, version)
 
 
-@dataclass(frozen=True)
-class Subscription:
-    """An ``update_subscription`` call."""
-
-    subscription_id: str
-    api: str
-    status: str
-    termination_reason: str | None
-    time: datetime
-    event_id: str = ""
+def country(
+    code: int | None, names: tuple[str, ...] | None, version: Version, device: str = DEVICE
+) -> CountryWrite:
+    return CountryWrite(device, code, names, version)
 
 
-@dataclass(frozen=True)
-class MessageStatus:
-    """A ``record_message_status`` call."""
-
-    message_id: str
-    notification_type: str
-    status: str
-    time: datetime
-    event_id: str = ""
+def reach(value: str, version: Version, device: str = DEVICE) -> ReachabilityWrite:
+    return ReachabilityWrite(device, value, version)
 
 
-@dataclass(frozen=True)
-class Inbound:
-    """A ``record_inbound_sms`` call; ``time`` is the received time."""
-
-    message_id: str
-    source_number: str | None
-    destination_number: str | None
-    message: str | None
-    time: datetime
-    event_id: str = ""
+def subscription(
+    status: str, version: Version, key: str = "sub-1", reason: str | None = None
+) -> SubscriptionWrite:
+    return SubscriptionWrite(key, "device-roaming-status-subscriptions", status, reason, version)
 
 
-Update = Roaming | Reachability | Subscription | MessageStatus | Inbound
+def message_status(status: str, version: Version, key: str = "msg-1") -> MessageStatusWrite:
+    return MessageStatusWrite(key, "sms", status, version)
 
 
-def version(update: Update) -> tuple[datetime, str]:
-    """The ``(time, event_id)`` an update is ordered by."""
-    return (update.time, update.event_id)
+def inbound(version: Version, key: str = "in-1", text: str | None = "hi") -> InboundWrite:
+    return InboundWrite(key, "+61412987654", "+61412345678", text, version.time, version)
 
 
-async def apply(store: StateStore, update: Update, prefix: str = "") -> bool:
-    """Make the store call ``update`` stands for, with ``prefix`` before the entity key."""
-    match update:
-        case Roaming():
-            return await store.update_roaming(
-                prefix + update.device,
-                roaming=update.roaming,
-                country_code=update.country_code,
-                country_name=None if update.country_name is None else list(update.country_name),
-                time=update.time,
-                event_id=update.event_id,
-            )
-        case Reachability():
-            return await store.update_reachability(
-                prefix + update.device,
-                reachability=update.reachability,
-                time=update.time,
-                event_id=update.event_id,
-            )
-        case Subscription():
-            return await store.update_subscription(
-                prefix + update.subscription_id,
-                api=update.api,
-                status=update.status,
-                termination_reason=update.termination_reason,
-                time=update.time,
-                event_id=update.event_id,
-            )
-        case MessageStatus():
-            return await store.record_message_status(
-                prefix + update.message_id,
-                notification_type=update.notification_type,
-                status=update.status,
-                time=update.time,
-                event_id=update.event_id,
-            )
-        case Inbound():
-            return await store.record_inbound_sms(
-                prefix + update.message_id,
-                source_number=update.source_number,
-                destination_number=update.destination_number,
-                message=update.message,
-                received_time=update.time,
-                event_id=update.event_id,
-            )
+# --- events as the workers receive them ------------------------------------------------------
+
+ROAMING_API = "device-roaming-status-subscriptions"
+REACHABILITY_API = "device-reachability-status-subscriptions"
 
 
-State = dict[str, dict[str, dict[str, Any]]]
-
-
-def _keys(updates: Iterable[Update]) -> dict[str, set[str]]:
-    keys: dict[str, set[str]] = {"device": set(), "subscription": set(), "message": set()}
-    keys["inbound"] = set()
-    for update in updates:
-        match update:
-            case Roaming() | Reachability():
-                keys["device"].add(update.device)
-            case Subscription():
-                keys["subscription"].add(update.subscription_id)
-            case MessageStatus():
-                keys["message"].add(update.message_id)
-            case Inbound():
-                keys["inbound"].add(update.message_id)
-    return keys
-
-
-_ID_FIELD = {
-    "device": "device",
-    "subscription": "subscription_id",
-    "message": "id",
-    "inbound": "id",
-}
-
-
-async def snapshot(store: StateStore, updates: Iterable[Update], prefix: str = "") -> State:
-    """Everything the store says about the entities ``updates`` touch, keys without prefix."""
-    readers = {
-        "device": store.device,
-        "subscription": store.subscription,
-        "message": store.message,
-        "inbound": store.inbound,
+def camara_event(
+    name: str,
+    time: str,
+    event_id: str,
+    *,
+    source: str = "/s",
+    api: str = ROAMING_API,
+    event_version: str = "v0",
+    data: dict[str, Any] | None = None,
+    key: str | None = DEVICE,
+) -> Event:
+    """A CAMARA event as the ingress publishes it (``partitionkey`` = ``key``)."""
+    raw: dict[str, Any] = {
+        "id": event_id,
+        "source": source,
+        "type": f"org.camaraproject.{api}.{event_version}.{name}",
+        "specversion": "1.0",
+        "time": time,
+        "data": {"subscriptionId": "sub-1", **(data or {})},
+        "gatewaysource": "camara",
+        "gatewayreceived": time,
     }
-    state: State = {}
-    for kind, keys in _keys(updates).items():
-        state[kind] = {}
-        for key in sorted(keys):
-            found = await readers[kind](prefix + key)
-            assert found is not None, f"{kind} {prefix + key} missing"
-            assert found[_ID_FIELD[kind]] == prefix + key
-            state[kind][key] = {**found, _ID_FIELD[kind]: key}
-    return state
+    if key is not None:
+        raw["partitionkey"] = key
+    return Event.from_dict(raw)
 
 
-U = TypeVar("U", Roaming, Reachability, Subscription, MessageStatus, Inbound)
-
-
-def _latest(updates: Iterable[U]) -> U | None:
-    return max(updates, key=version, default=None)
-
-
-def expected_state(updates: Iterable[Update]) -> State:
-    """The final state by the contract's rule, computed without any store."""
-    updates = set(updates)
-    state: State = {kind: {} for kind in ("device", "subscription", "message", "inbound")}
-    for key in _keys(updates)["device"]:
-        roam = _latest(u for u in updates if isinstance(u, Roaming) and u.device == key)
-        reach = _latest(u for u in updates if isinstance(u, Reachability) and u.device == key)
-        state["device"][key] = {
-            "device": key,
-            "roaming": None if roam is None else roam.roaming,
-            "country_code": None if roam is None else roam.country_code,
-            "country_name": None
-            if roam is None or roam.country_name is None
-            else list(roam.country_name),
-            "roaming_time": None if roam is None else rfc3339(roam.time),
-            "reachability": None if reach is None else reach.reachability,
-            "reachability_time": None if reach is None else rfc3339(reach.time),
+def receipt_event(
+    status: str,
+    *,
+    created_at: str,
+    completed_at: str | None = None,
+    sent_at: str | None = None,
+    message_id: str = "msg-1",
+    source: str = "/callbacks/notify-status",
+) -> Event:
+    """A Notify SMS delivery receipt as the notify-delivery-status adapter publishes it."""
+    return Event.from_dict(
+        {
+            "id": f"{message_id}:{status}",
+            "source": source,
+            "type": "notify.sms.delivery-status",
+            "specversion": "1.0",
+            "time": completed_at or created_at,
+            "subject": message_id,
+            "partitionkey": message_id,
+            "gatewaysource": "notify-status",
+            "gatewayreceived": created_at,
+            "data": {
+                "id": message_id,
+                "reference": None,
+                "to": "07700912345",
+                "status": status,
+                "notification_type": "sms",
+                "created_at": created_at,
+                "completed_at": completed_at,
+                "sent_at": sent_at,
+            },
         }
-    for key in _keys(updates)["subscription"]:
-        sub = _latest(
-            u for u in updates if isinstance(u, Subscription) and u.subscription_id == key
+    )
+
+
+def pure_state(writes: Iterable[Write]) -> dict[str, dict[str, Any]]:
+    """The state a batch of writes gives, computed with the pure layer alone (no store)."""
+    reduced = reduce_writes(writes)
+    devices = {}
+    for row in reduced.devices:
+        roam, where, reachable = row.roaming, row.country, row.reachability
+        names = None if where is None or where.country_name is None else list(where.country_name)
+        devices[row.device] = device_json(
+            device=row.device,
+            roaming=None if roam is None else roam.roaming,
+            country_code=None if where is None else where.country_code,
+            country_name=names,
+            roaming_time=None if roam is None else roam.version.time,
+            reachability=None if reachable is None else reachable.reachability,
+            reachability_time=None if reachable is None else reachable.version.time,
         )
-        assert sub is not None
-        state["subscription"][key] = {
-            "subscription_id": key,
-            "api": sub.api,
-            "status": sub.status,
-            "termination_reason": sub.termination_reason,
-            "status_time": rfc3339(sub.time),
-        }
-    for key in _keys(updates)["message"]:
-        earliest: dict[str, MessageStatus] = {}
-        for u in updates:
-            if isinstance(u, MessageStatus) and u.message_id == key:
-                kept = earliest.get(u.status)
-                if kept is None or version(u) < version(kept):
-                    earliest[u.status] = u
-        history = sorted(earliest.values(), key=version)
-        state["message"][key] = {
-            "id": key,
-            "notification_type": history[-1].notification_type,
-            "status": history[-1].status,
-            "status_time": rfc3339(history[-1].time),
-            "history": [
-                {"status": u.status, "time": rfc3339(u.time), "event_id": u.event_id}
-                for u in history
-            ],
-        }
-    for u in updates:
-        if isinstance(u, Inbound):
-            state["inbound"][u.message_id] = {
-                "id": u.message_id,
-                "source_number": u.source_number,
-                "destination_number": u.destination_number,
-                "received_time": rfc3339(u.time),
-            }
-    return state
-
-
-# --- generated update lists ------------------------------------------------------------------
-
-DEVICES = ("+36721601234567", "+123456789")
-SUBSCRIPTIONS = ("qs15-h556-rt89-1298", "sub-2")
-MESSAGES = ("740e5834-3a29-46b4-9a6f-16142fde533a", "msg-2")
-INBOUND = {
-    "inbound-1": ("+61412987654", "+61412345678", "Hello Notify!"),
-    "inbound-2": ("+61400000000", None, None),
-}
-# Offsets in microseconds: ties, 1 µs apart (same millisecond in the output), a minute apart.
-OFFSETS_US = (0, 1, 999, 1000, 60_000_000)
-ZONES = (UTC, timezone(timedelta(hours=2)), timezone(-timedelta(hours=5, minutes=30)))
-ROAMING_VALUES: tuple[tuple[bool | None, int | None, tuple[str, ...] | None], ...] = (
-    (True, 214, ("ES",)),
-    (True, 208, ("FR", "MC")),
-    (True, 999, ()),
-    (True, None, None),
-    (False, None, None),
-    (None, 234, ("GB",)),
-)
-REACHABILITIES = ("DATA", "SMS", "DISCONNECTED")
-SUBSCRIPTION_CHANGES = (
-    ("ACTIVE", None),
-    ("INACTIVE", None),
-    ("ENDED", "SUBSCRIPTION_EXPIRED"),
-    ("ENDED", "NETWORK_TERMINATED"),
-)
-MESSAGE_STATUSES = ("created", "sending", "delivered", "permanent-failure")
-APIS = ("device-roaming-status-subscriptions", "device-reachability-status-subscriptions")
-
-
-def moment(offset_us: int, zone: timezone = UTC) -> datetime:
-    """``T0`` plus ``offset_us`` microseconds, expressed in ``zone``."""
-    return (T0 + timedelta(microseconds=offset_us)).astimezone(zone)
-
-
-def _inbound(message_id: str, time: datetime) -> Inbound:
-    source, destination, text = INBOUND[message_id]
-    return Inbound(message_id, source, destination, text, time, event_id=message_id)
-
-
-def update_strategy() -> st.SearchStrategy[Update]:
-    """One update of any kind, on a few entities, at a few colliding times (no event id yet)."""
-    times = st.builds(moment, st.sampled_from(OFFSETS_US), st.sampled_from(ZONES))
-    roaming = st.builds(
-        lambda device, value, time: Roaming(device, value[0], value[1], value[2], time),
-        st.sampled_from(DEVICES),
-        st.sampled_from(ROAMING_VALUES),
-        times,
-    )
-    reachability = st.builds(
-        Reachability, st.sampled_from(DEVICES), st.sampled_from(REACHABILITIES), times
-    )
-    subscription = st.builds(
-        lambda sub, api, change, time: Subscription(sub, api, change[0], change[1], time),
-        st.sampled_from(SUBSCRIPTIONS),
-        st.sampled_from(APIS),
-        st.sampled_from(SUBSCRIPTION_CHANGES),
-        times,
-    )
-    message = st.builds(
-        MessageStatus,
-        st.sampled_from(MESSAGES),
-        st.just("sms"),
-        st.sampled_from(MESSAGE_STATUSES),
-        times,
-    )
-    inbound = st.builds(_inbound, st.sampled_from(sorted(INBOUND)), times)
-    return st.one_of(roaming, reachability, subscription, message, inbound)
-
-
-def with_event_ids(updates: list[Update], numbers: list[int]) -> list[Update]:
-    """Give each update its own event id (inbound SMS: its message id, first one per id wins)."""
-    named: list[Update] = []
-    seen_inbound: set[str] = set()
-    for update, number in zip(updates, numbers, strict=True):
-        if isinstance(update, Inbound):
-            if update.message_id in seen_inbound:
-                continue  # one SMS is one callback; only its redeliveries repeat it
-            seen_inbound.add(update.message_id)
-            named.append(update)
-        else:
-            named.append(replace(update, event_id=f"ev-{number}"))
-    return named
-
-
-@st.composite
-def update_lists(draw: st.DrawFn) -> list[Update]:
-    """Distinct updates plus redeliveries of some of them, in any order."""
-    updates = draw(st.lists(update_strategy(), min_size=1, max_size=12))
-    numbers = draw(st.permutations(range(len(updates))))
-    distinct = with_event_ids(updates, numbers)
-    redelivered = draw(st.lists(st.sampled_from(distinct), max_size=8))
-    return draw(st.permutations(distinct + redelivered))
-
-
-def random_updates(rng: random.Random, count: int) -> list[Update]:
-    """``count`` distinct updates on few entities, then redeliveries, shuffled by ``rng``."""
-    updates: list[Update] = []
-    for number in range(count):
-        time = moment(rng.choice(OFFSETS_US) * rng.randint(1, 3), rng.choice(ZONES))
-        event_id = f"ev-{rng.randrange(10**6):06d}-{number}"
-        kind = rng.randrange(4)
-        if kind == 0:
-            roaming, code, names = rng.choice(ROAMING_VALUES)
-            updates.append(Roaming(rng.choice(DEVICES), roaming, code, names, time, event_id))
-        elif kind == 1:
-            reach = rng.choice(REACHABILITIES)
-            updates.append(Reachability(rng.choice(DEVICES), reach, time, event_id))
-        elif kind == 2:
-            status, reason = rng.choice(SUBSCRIPTION_CHANGES)
-            sub, api = rng.choice(SUBSCRIPTIONS), rng.choice(APIS)
-            updates.append(Subscription(sub, api, status, reason, time, event_id))
-        else:
-            status = rng.choice(MESSAGE_STATUSES)
-            updates.append(MessageStatus(rng.choice(MESSAGES), "sms", status, time, event_id))
-    updates += [_inbound(message_id, T0) for message_id in INBOUND]
-    all_updates = updates + rng.choices(updates, k=count // 2)
-    rng.shuffle(all_updates)
-    return all_updates
+    subscriptions = {
+        w.subscription_id: subscription_json(
+            subscription_id=w.subscription_id,
+            api=w.api,
+            status=w.status,
+            termination_reason=w.termination_reason,
+            status_time=w.version.time,
+        )
+        for w in reduced.subscriptions
+    }
+    by_message: dict[str, list[MessageStatusWrite]] = {}
+    for entry in reduced.message_statuses:
+        by_message.setdefault(entry.message_id, []).append(entry)
+    messages = {key: message_json(key, entries) for key, entries in by_message.items()}
+    return {"device": devices, "subscription": subscriptions, "message": messages}

@@ -203,14 +203,24 @@ async def test_time_falls_back_to_gateway_received(store: StateStore) -> None:
         (
             {"ipv4Address": {"publicAddress": "84.125.93.10", "publicPort": 59765}},
             None,
-            "84.125.93.10",
+            "ipv4:84.125.93.10:59765",
         ),
+        (
+            {"ipv4Address": {"publicAddress": "84.125.93.10", "privateAddress": "10.1.2.3"}},
+            None,
+            "ipv4:84.125.93.10/10.1.2.3",
+        ),
+        ({"ipv4Address": {"publicAddress": "84.125.93.10"}}, None, None),
+        ({"phoneNumber": 36721601234567}, None, "+36721601234567"),
         ({"phoneNumber": "+36721601234567"}, "key-from-gateway", "key-from-gateway"),
+        ({"phoneNumber": "36721601234567"}, "36721601234567", "+36721601234567"),
         ({}, None, None),
     ],
 )
-def test_device_key(event_device: dict[str, Any], partitionkey: str | None, expected: str) -> None:
-    """partitionkey first, else phone number, NAI, IPv6, public IPv4 from data.device."""
+def test_device_key(
+    event_device: dict[str, Any], partitionkey: str | None, expected: str | None
+) -> None:
+    """partitionkey first (E.164 with +), else phone number, NAI, IPv6, IPv4 device key."""
     raw = with_changes(fixture("camara-roaming-on"), partitionkey=partitionkey)
     raw["data"]["device"] = event_device
     assert device_key(Event.from_dict(raw)) == expected

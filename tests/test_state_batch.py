@@ -1,200 +1,162 @@
-"""Batch writes (``StateStore.apply_writes``): the same state as the writes one by one."""
+"""Batches of writes: reduced per key and group, the same state as one by one, concurrent too."""
 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import random
-from datetime import datetime
-
-import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 from consumers.state import StateStore, open_store
-from consumers.state.writes import (
-    InboundWrite,
-    MessageStatusWrite,
-    ReachabilityWrite,
-    RoamingWrite,
-    SubscriptionWrite,
-    Write,
-    WriteRecorder,
-    reduce_writes,
-)
+from consumers.state.writes import Write, reduce_writes
 from tests.state_fixtures import (  # noqa: F401 - pytest fixtures, registered by import
-    DEVICES,
+    DEVICE,
+    LATER,
     T0,
-    Inbound,
-    MessageStatus,
-    Reachability,
-    Roaming,
-    Subscription,
-    Update,
-    apply,
-    expected_state,
+    country,
+    message_status,
     pg_admin_fixture,
     pg_url_fixture,
-    random_updates,
-    snapshot,
+    reach,
+    roaming,
     state_url_fixture,
     store_fixture,
-    update_lists,
-    version,
+    subscription,
+    v,
 )
 
-_examples = itertools.count()
+REACHABILITIES = ("DATA", "SMS", "DISCONNECTED")
 
 
-def as_write(update: Update, prefix: str = "") -> Write:
-    """The write ``update`` stands for, with ``prefix`` before the entity key."""
-    match update:
-        case Roaming():
-            names = None if update.country_name is None else list(update.country_name)
-            return RoamingWrite(
-                prefix + update.device,
-                update.roaming,
-                update.country_code,
-                names,
-                update.time,
-                update.event_id,
-            )
-        case Reachability():
-            return ReachabilityWrite(
-                prefix + update.device, update.reachability, update.time, update.event_id
-            )
-        case Subscription():
-            return SubscriptionWrite(
-                prefix + update.subscription_id,
-                update.api,
-                update.status,
-                update.termination_reason,
-                update.time,
-                update.event_id,
-            )
-        case MessageStatus():
-            return MessageStatusWrite(
-                prefix + update.message_id,
-                update.notification_type,
-                update.status,
-                update.time,
-                update.event_id,
-            )
-        case Inbound():
-            return InboundWrite(
-                prefix + update.message_id,
-                update.source_number,
-                update.destination_number,
-                update.message,
-                update.time,
-                update.event_id,
-            )
+def test_reduce_keeps_the_greatest_write_per_group_and_one_row_per_device() -> None:
+    """Per device each group keeps its greatest version; devices come sorted by key."""
+    writes: list[Write] = [
+        reach("SMS", v(LATER, "b"), device="+2"),
+        roaming(True, v(T0, "a")),
+        reach("DATA", v(T0, "z"), device="+2"),
+        country(214, ("ES",), v(T0, "a", rank=1)),
+        country(None, None, v(T0, "b")),
+        roaming(False, v(LATER, "c")),
+    ]
+    reduced = reduce_writes(writes)
+    assert [row.device for row in reduced.devices] == ["+2", DEVICE]
+    [other, device] = reduced.devices
+    assert other.reachability == writes[0]
+    assert other.roaming is None
+    assert other.country is None
+    assert device.roaming == writes[5]
+    assert device.country == writes[3]  # the carried country outranks "unknown" at one time
 
 
-@settings(
-    max_examples=25,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture],
-)
-@given(updates=update_lists(), cut=st.integers(min_value=0, max_value=20))
-async def test_a_batch_gives_the_state_of_its_writes_one_by_one(
-    store: StateStore, updates: list[Update], cut: int
-) -> None:
-    """Two batches (the updates in any order, with redeliveries, cut anywhere) end where the
-    same updates applied one by one in sorted order end, and where the rule says."""
-    example = next(_examples)
-    one_by_one, batched = f"single-{example}:", f"batch-{example}:"
-    for update in sorted(set(updates), key=version):
-        await apply(store, update, one_by_one)
-    await store.apply_writes(as_write(update, batched) for update in updates[:cut])
-    await store.apply_writes(as_write(update, batched) for update in updates[cut:])
-    expected = await snapshot(store, updates, one_by_one)
-    assert await snapshot(store, updates, batched) == expected
-    assert expected == expected_state(updates)
+def test_reduce_keeps_the_earliest_event_per_message_status() -> None:
+    """A status reported twice keeps its earliest version; other statuses stay apart."""
+    writes: list[Write] = [
+        message_status("sending", v(LATER, "late")),
+        message_status("sending", v(T0, "early")),
+        message_status("delivered", v(LATER, "d", tier=1)),
+    ]
+    reduced = reduce_writes(writes)
+    assert [(w.status, w.version.event_id) for w in reduced.message_statuses] == [
+        ("delivered", "d"),
+        ("sending", "early"),
+    ]
 
 
-async def test_a_batch_respects_what_is_stored(store: StateStore) -> None:
-    """A batch older than the stored state changes nothing; a newer one wins; again: no-op."""
-    device = DEVICES[0]
-    await apply(store, Reachability(device, "SMS", T0.replace(second=30), "ev-b"))
-    older = ReachabilityWrite(device, "DATA", T0, "ev-z")
-    newer = ReachabilityWrite(device, "DISCONNECTED", T0.replace(second=40), "ev-a")
-    await store.apply_writes([older])
-    found = await store.device(device)
-    assert found is not None
-    assert found["reachability"] == "SMS"
-    await store.apply_writes([newer, older, newer])
-    found = await store.device(device)
-    assert found is not None
-    assert found["reachability"] == "DISCONNECTED"
-    await store.apply_writes([older, newer])
-    assert await store.device(device) == found
+def _random_writes(rng: random.Random, count: int, prefix: str) -> list[Write]:
+    writes: list[Write] = []
+    for number in range(count):
+        version = v(
+            T0.replace(second=rng.randrange(3)),
+            f"e{number % 7}",
+            source=rng.choice(("/a", "/b")),
+            rank=rng.randrange(2),
+        )
+        device = prefix + rng.choice(("d1", "d2"))
+        kind = rng.randrange(4)
+        if kind == 0:
+            writes.append(reach(rng.choice(REACHABILITIES), version, device=device))
+        elif kind == 1:
+            writes.append(roaming(rng.random() < 0.5, version, device=device))
+        elif kind == 2:
+            writes.append(country(rng.randrange(3), None, version, device=device))
+        else:
+            status = rng.choice(("ACTIVE", "INACTIVE", "ENDED"))
+            tier = 1 if status == "ENDED" else 0
+            writes.append(subscription(status, version._replace(tier=tier), key=prefix + "s"))
+    # The same (source, id, time, rank) is one event: keep each version's first write only.
+    seen: set[tuple[type, object]] = set()
+    unique = []
+    for write in writes:
+        if (type(write), write.version) not in seen:
+            seen.add((type(write), write.version))
+            unique.append(write)
+    return unique
+
+
+async def _state(store: StateStore, prefix: str) -> list[object]:
+    """What the store says about a prefix's entities, without the keys."""
+    found = [
+        await store.device(prefix + "d1"),
+        await store.device(prefix + "d2"),
+        await store.subscription(prefix + "s"),
+    ]
+    return [
+        None if entity is None else {n: x for n, x in entity.items() if n != k}
+        for entity, k in zip(found, ("device", "device", "subscription_id"), strict=True)
+    ]
+
+
+async def test_a_batch_gives_the_state_of_its_writes_one_by_one(store: StateStore) -> None:
+    """Batches of any split end where single writes in another order end."""
+    for seed in range(5):
+        batched = _random_writes(random.Random(seed), 40, f"b{seed}-")
+        single = _random_writes(random.Random(seed), 40, f"s{seed}-")
+        cut = random.Random(seed).randrange(len(batched))
+        await store.apply_writes(batched[:cut])
+        await store.apply_writes(batched[cut:])
+        random.Random(-seed).shuffle(single)
+        for write in single:
+            await store.apply_writes([write])
+        assert await _state(store, f"b{seed}-") == await _state(store, f"s{seed}-")
 
 
 async def test_an_empty_batch_does_nothing(store: StateStore) -> None:
-    """Applying no writes changes nothing and touches no table."""
+    """apply_writes([]) runs no statement and fails on nothing."""
     await store.apply_writes([])
-    assert await store.device(DEVICES[0]) is None
-
-
-async def test_a_bad_write_fails_the_batch_before_anything_is_written(store: StateStore) -> None:
-    """An invalid write in a batch fails it before any row is written."""
-    good = ReachabilityWrite(DEVICES[0], "DATA", T0, "ev-1")
-    with pytest.raises(ValueError, match="reachability"):
-        await store.apply_writes([good, ReachabilityWrite(DEVICES[1], "ON", T0, "ev-2")])
-    with pytest.raises(ValueError, match="time zone"):
-        await store.apply_writes(
-            [good, ReachabilityWrite(DEVICES[1], "DATA", datetime(2023, 1, 1), "e")]
-        )
-    assert await store.device(DEVICES[0]) is None
+    assert await store.device(DEVICE) is None
 
 
 async def test_concurrent_batches_from_two_stores_converge(state_url: str) -> None:
-    """Two stores applying shuffled, overlapping batches at once agree with the rule."""
+    """Two stores on one database applying interleaved batches end as one store would."""
     first, second = await asyncio.gather(open_store(state_url), open_store(state_url))
     try:
         for seed in range(3):
-            rng = random.Random(seed)
-            updates = random_updates(rng, 200)
-            prefix = f"run-{seed}:"
-            writes = [as_write(update, prefix) for update in updates]
-            batches = [writes[start : start + 16] for start in range(0, len(writes), 16)]
+            writes = _random_writes(random.Random(seed), 60, f"c{seed}-")
+            batches = [writes[i : i + 5] for i in range(0, len(writes), 5)]
             await asyncio.gather(
-                *(
-                    (first, second)[index % 2].apply_writes(batch)
-                    for index, batch in enumerate(batches + batches[::-1])
-                )
+                *((first, second)[n % 2].apply_writes(batch) for n, batch in enumerate(batches))
             )
-            expected = expected_state(updates)
-            assert await snapshot(first, updates, prefix) == expected
-            assert await snapshot(second, updates, prefix) == expected
+            for write in _random_writes(random.Random(seed), 60, f"r{seed}-"):
+                await first.apply_writes([write])
+            expected = await _state(first, f"r{seed}-")
+            assert await _state(first, f"c{seed}-") == expected
+            assert await _state(second, f"c{seed}-") == expected
     finally:
         await asyncio.gather(first.close(), second.close())
 
 
-@given(updates=update_lists())
-def test_reduce_keeps_one_write_per_key_sorted(updates: list[Update]) -> None:
-    """Reducing a batch keeps the winning write per key, in key order."""
-    reduced = reduce_writes(as_write(update) for update in updates)
-    assert [w.device for w in reduced.roaming] == sorted({w.device for w in reduced.roaming})
-    keys = [(w.message_id, w.status) for w in reduced.message_statuses]
-    assert keys == sorted(set(keys))
-    for write in reduced.roaming:
-        same = [u for u in updates if isinstance(u, Roaming) and u.device == write.device]
-        assert (write.time, write.event_id) == max(version(u) for u in same)
-
-
-async def test_the_recorder_checks_and_records(store: StateStore) -> None:
-    """The recorder validates writes like the store and records them instead of applying them."""
-    recorder = WriteRecorder(store)
-    assert await recorder.update_reachability(DEVICES[0], reachability="SMS", time=T0, event_id="e")
-    with pytest.raises(ValueError, match="status"):
-        await recorder.update_subscription(
-            "s", api="a", status="GONE", termination_reason=None, time=T0, event_id="e"
+async def test_many_writers_racing_on_one_group_keep_the_greatest(state_url: str) -> None:
+    """Writes racing on one device's group leave exactly the greatest version."""
+    first, second = await asyncio.gather(open_store(state_url), open_store(state_url))
+    try:
+        rng = random.Random(7)
+        writes = [reach(rng.choice(REACHABILITIES), v(T0, f"ev-{n:03d}")) for n in range(60)]
+        rng.shuffle(writes)
+        await asyncio.gather(
+            *((first, second)[n % 2].apply_writes([w]) for n, w in enumerate(writes * 2))
         )
-    assert recorder.writes == [ReachabilityWrite(DEVICES[0], "SMS", T0, "e")]
-    assert await recorder.device(DEVICES[0]) is None  # nothing written yet
-    await store.apply_writes(recorder.writes)
-    found = await recorder.device(DEVICES[0])
-    assert found is not None
-    assert found["reachability"] == "SMS"
+        winner = max(writes, key=lambda w: w.version)
+        device = await first.device(DEVICE)
+        assert device is not None
+        assert device["reachability"] == winner.reachability
+        assert await second.device(DEVICE) == device
+    finally:
+        await asyncio.gather(first.close(), second.close())

@@ -15,10 +15,11 @@ import pytest
 from consumers.state import StateStoreUnavailable, open_store
 from consumers.state.postgres import split_url
 from tests.state_fixtures import (  # noqa: F401 - pytest fixtures, registered by import
-    T0,
     pg_admin_fixture,
     pg_url_fixture,
+    reach,
     state_url_fixture,
+    v,
 )
 
 TABLES = {"devices", "subscriptions", "message_statuses", "inbound_messages"}
@@ -28,7 +29,7 @@ async def test_first_use_creates_tables_and_reopening_keeps_data(state_url: str)
     """Two stores opening a fresh database at once both work; a later open sees the data."""
     first, second = await asyncio.gather(open_store(state_url), open_store(state_url))
     try:
-        await first.update_reachability("+1", reachability="SMS", time=T0, event_id="e")
+        await first.apply_writes([reach("SMS", v(), "+1")])
         assert await second.device("+1") is not None
     finally:
         await asyncio.gather(first.close(), second.close())
@@ -69,7 +70,7 @@ async def test_postgres_schema_is_created_and_isolates(
     url_a, url_b = pg_url(), pg_url()
     store_a, store_b = await asyncio.gather(open_store(url_a), open_store(url_b))
     try:
-        await store_a.update_reachability("+1", reachability="DATA", time=T0, event_id="e")
+        await store_a.apply_writes([reach("DATA", v(), "+1")])
         assert await store_a.device("+1") is not None
         assert await store_b.device("+1") is None
     finally:
@@ -90,7 +91,7 @@ async def test_postgres_dsn_given_to_asyncpg_has_no_schema_parameter(
     assert "schema" not in dsn
     store = await open_store(url)
     try:
-        assert await store.update_reachability("+1", reachability="SMS", time=T0, event_id="e")
+        await store.apply_writes([reach("SMS", v(), "+1")])
     finally:
         await store.close()
     connection = await asyncpg.connect(dsn, server_settings={"search_path": f'"{schema}"'})

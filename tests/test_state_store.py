@@ -11,52 +11,39 @@ from consumers.state.postgres import split_url
 from consumers.state.schema import sqlite_sql
 from consumers.state.sqlite import from_text, sqlite_path, to_text
 from consumers.state.store import (
-    StatusEntry,
-    check_reachability,
-    check_subscription_status,
     country_name_from_json,
     country_name_to_json,
     device_json,
     inbound_json,
-    keeps_earlier,
     message_json,
     subscription_json,
+)
+from consumers.state.writes import (
+    MessageStatusWrite,
+    ReachabilityWrite,
+    SubscriptionWrite,
+    Version,
+    check,
     utc,
-    wins,
 )
 
 T = datetime(2023, 1, 17, 13, 18, 23, 682000, tzinfo=UTC)
 LATER = T + timedelta(microseconds=1)
 
 
-def test_newer_time_wins() -> None:
-    """An event with a later time replaces the stored one whatever the event ids."""
-    assert wins((LATER, "a"), (T, "z"))
-    assert not wins((T, "z"), (LATER, "a"))
+def test_version_order_is_tier_time_rank_source_id() -> None:
+    """Tier beats time, time beats rank, rank beats (source, id), source beats id."""
+    assert Version(1, T, 0, "a", "a") > Version(0, LATER, 9, "z", "z")
+    assert Version(0, LATER, 0, "a", "a") > Version(0, T, 9, "z", "z")
+    assert Version(0, T, 1, "a", "a") > Version(0, T, 0, "z", "z")
+    assert Version(0, T, 0, "b", "a") > Version(0, T, 0, "a", "z")
+    assert Version(0, T, 0, "a", "b") > Version(0, T, 0, "a", "a")
 
 
-def test_same_time_broken_by_event_id() -> None:
-    """At the same time the greater event id wins, so the order is total."""
-    assert wins((T, "b"), (T, "a"))
-    assert not wins((T, "a"), (T, "b"))
-
-
-def test_same_event_does_not_win_again() -> None:
-    """Re-applying the stored event changes nothing."""
-    assert not wins((T, "a"), (T, "a"))
-
-
-def test_anything_wins_over_nothing() -> None:
-    """The first event for a field group always wins."""
-    assert wins((T, "a"), None)
-
-
-def test_history_keeps_earlier_entry() -> None:
-    """A status seen again later keeps its earliest (time, event id)."""
-    assert keeps_earlier((T, "b"), (LATER, "a"))
-    assert keeps_earlier((T, "a"), (T, "b"))
-    assert not keeps_earlier((T, "a"), (T, "a"))
-    assert keeps_earlier((T, "a"), None)
+def test_same_instant_in_other_zones_is_the_same_version() -> None:
+    """Versions compare instants, not wall-clock text."""
+    local = T.astimezone(timezone(timedelta(hours=2)))
+    assert Version(0, local, 0, "s", "e") == Version(0, T, 0, "s", "e")
 
 
 def test_utc_converts_offsets() -> None:
@@ -72,16 +59,19 @@ def test_utc_rejects_naive_time() -> None:
         utc(datetime(2023, 1, 1))  # naive on purpose
 
 
-def test_checks_reject_unknown_values() -> None:
-    """Reachability and subscription status take only the contract's values."""
+def test_checks_reject_unknown_values_and_naive_times() -> None:
+    """Reachability and subscription status take only the contract's values; times are aware."""
+    version = Version(0, T, 0, "s", "e")
     for value in ("DATA", "SMS", "DISCONNECTED"):
-        check_reachability(value)
+        check(ReachabilityWrite("d", value, version))
     for value in ("ACTIVE", "INACTIVE", "ENDED"):
-        check_subscription_status(value)
+        check(SubscriptionWrite("s", "api", value, None, version))
     with pytest.raises(ValueError, match="reachability"):
-        check_reachability("data")
+        check(ReachabilityWrite("d", "CONNECTED", version))
     with pytest.raises(ValueError, match="status"):
-        check_subscription_status("EXPIRED")
+        check(SubscriptionWrite("s", "api", "EXPIRED", None, version))
+    with pytest.raises(ValueError, match="no time zone"):
+        check(ReachabilityWrite("d", "SMS", version._replace(time=datetime(2023, 1, 1))))
 
 
 def test_country_name_round_trip() -> None:
@@ -132,12 +122,16 @@ def test_subscription_json_shape() -> None:
     assert shaped["status_time"] == "2023-01-17T13:18:23.682Z"
 
 
+def _entry(status: str, time: datetime, event_id: str, tier: int = 1) -> MessageStatusWrite:
+    return MessageStatusWrite("m", "sms", status, Version(tier, time, 0, "/s", event_id))
+
+
 def test_message_json_orders_history_and_picks_winner() -> None:
-    """History is oldest first by (time, event id); the current status is the last entry."""
+    """History is oldest first by time; the current status is the greatest version."""
     entries = [
-        StatusEntry("delivered", "sms", LATER, "a"),
-        StatusEntry("sending", "sms", T, "z"),
-        StatusEntry("permanent-failure", "sms", LATER, "b"),
+        _entry("delivered", LATER, "a"),
+        _entry("sending", T, "z", tier=0),
+        _entry("permanent-failure", LATER, "b"),
     ]
     shaped = message_json("m", entries)
     assert shaped == {
@@ -151,6 +145,15 @@ def test_message_json_orders_history_and_picks_winner() -> None:
             {"status": "permanent-failure", "time": "2023-01-17T13:18:23.682Z", "event_id": "b"},
         ],
     }
+
+
+def test_message_json_final_status_stays_current_after_a_later_non_final_one() -> None:
+    """A final status is current even when a non-final one has a later time."""
+    entries = [_entry("delivered", T, "a"), _entry("sending", LATER, "b", tier=0)]
+    shaped = message_json("m", entries)
+    assert shaped is not None
+    assert shaped["status"] == "delivered"
+    assert [entry["status"] for entry in shaped["history"]] == ["delivered", "sending"]
 
 
 def test_message_json_without_entries_is_none() -> None:

@@ -73,7 +73,8 @@ async def _run_builtin(
 async def test_roaming_worker_applies_the_fixtures(
     env: Broker, tmp_path: Path, postgres_url: str, backend: str
 ) -> None:
-    """The roaming worker leaves the latest roaming state and subscription status."""
+    """The roaming worker leaves the latest roaming state; the subscription stays ENDED (a
+    later subscription-started does not revive it, contract §5)."""
     url = sqlite_url(tmp_path) if backend == "sqlite" else postgres_url
     store = await _run_builtin(env, "roaming", url, [fixture(n) for n in ROAMING_FIXTURES])
     try:
@@ -89,9 +90,9 @@ async def test_roaming_worker_applies_the_fixtures(
         assert await store.subscription(SUBSCRIPTION) == {
             "subscription_id": SUBSCRIPTION,
             "api": "device-roaming-status-subscriptions",
-            "status": "ACTIVE",
-            "termination_reason": None,
-            "status_time": "2024-03-05T15:00:23.682Z",
+            "status": "ENDED",
+            "termination_reason": "SUBSCRIPTION_EXPIRED",
+            "status_time": "2023-01-19T13:18:23.682Z",
         }
     finally:
         await store.close()

@@ -1,20 +1,23 @@
-"""The built-in handlers, by worker name: each module's ``make_handler(store)``.
+"""The built-in handlers, by worker name: each module's ``plan(event) -> writes``.
 
-Adding a built-in worker is one module, one line in ``HANDLERS`` and its bindings in
+A built-in handler is a pure planner (``consumers.worker.Planner``): it says what an event
+changes, field group by field group with its version (``consumers.state.writes``,
+``consumers.state.precedence``); the worker applies the writes of a batch at once. Adding a
+built-in worker is one module, one line in ``HANDLERS`` and its bindings in
 ``gateway.topology.BUILTIN_BINDINGS``.
 """
 
 from __future__ import annotations
 
 from consumers.handlers import reachability, roaming, sms
-from consumers.worker import HandlerFactory, WorkerSpec
+from consumers.worker import Planner, WorkerSpec
 from gateway.settings import AmqpSettings
 from gateway.topology import BUILTIN_BINDINGS, Names
 
-HANDLERS: dict[str, HandlerFactory] = {
-    "roaming": roaming.make_handler,
-    "reachability": reachability.make_handler,
-    "sms": sms.make_handler,
+HANDLERS: dict[str, Planner] = {
+    "roaming": roaming.plan,
+    "reachability": reachability.plan,
+    "sms": sms.plan,
 }
 
 
@@ -24,7 +27,7 @@ def builtin_spec(amqp: AmqpSettings, name: str) -> WorkerSpec:
     return WorkerSpec(
         queue=Names.for_prefix(amqp.exchange).queue(name),
         bindings=BUILTIN_BINDINGS[name],
-        handler_factory=HANDLERS[name],
+        planner=HANDLERS[name],
     )
 
 

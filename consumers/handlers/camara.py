@@ -1,8 +1,9 @@
-"""What the CAMARA handlers share: reading a device event, and subscription lifecycle events.
+"""What the built-in planners share: reading an event, its version, and subscription lifecycle.
 
-Type strings differ per API generation (``org.camaraproject.device-status.v0.roaming-on``,
-``...roaming-status-subscriptions.v0.roaming-on``, ``...device-roaming-status-subscriptions
-.v0.roaming-on``), so handlers route on the last dotted segment, the event name.
+Type strings differ per API generation and event version (``org.camaraproject.device-status
+.v0.roaming-on``, ``...roaming-status-subscriptions.v0.roaming-on``, ``...device-roaming-
+status-subscriptions.v1.roaming-on``), so planners route on the last dotted segment, the
+event name.
 """
 
 from __future__ import annotations
@@ -12,14 +13,17 @@ from datetime import datetime
 from typing import Any
 
 from consumers.event import Event, Unprocessable
-from consumers.state import StateStore
+from consumers.state.precedence import (
+    ORDINARY,
+    SUBSCRIPTION_LIFECYCLE,
+    UPDATE_REASONS,
+)
+from consumers.state.writes import SubscriptionWrite, Version, Write, check, utc
+from gateway.adapters.partition import partition_key, phone_key
 from gateway.logs import get_logger
 
 _VERSION = re.compile(r"v\d+")
-LIFECYCLE = frozenset(
-    {"subscription-started", "subscription-updated", "subscription-ended", "subscription-ends"}
-)
-_UPDATE_STATUS = {"SUBSCRIPTION_ACTIVE": "ACTIVE", "SUBSCRIPTION_INACTIVE": "INACTIVE"}
+LIFECYCLE = frozenset(SUBSCRIPTION_LIFECYCLE)
 
 log = get_logger("consumers.handlers")
 
@@ -50,22 +54,11 @@ def data_of(event: Event) -> dict[str, Any]:
 
 
 def device_key(event: Event) -> str | None:
-    """The ``partitionkey``, else the first identifier of ``data.device``: phone number,
-    network access identifier, IPv6 address, public IPv4 address."""
+    """The device key (contract §5): the ``partitionkey`` (a phone number in E.164 with its
+    ``+``), else what ``data.device`` names (``gateway.adapters.partition``)."""
     if event.partitionkey:
-        return event.partitionkey
-    data = event.data if isinstance(event.data, dict) else {}
-    device = data.get("device")
-    if not isinstance(device, dict):
-        return None
-    for name in ("phoneNumber", "networkAccessIdentifier", "ipv6Address"):
-        value = device.get(name)
-        if isinstance(value, str | int) and not isinstance(value, bool) and str(value):
-            return str(value)
-    ipv4 = device.get("ipv4Address")
-    if isinstance(ipv4, dict) and isinstance(ipv4.get("publicAddress"), str):
-        return str(ipv4["publicAddress"]) or None
-    return None
+        return phone_key(event.partitionkey)
+    return partition_key(event.data, event.type)
 
 
 def require_device(event: Event) -> str:
@@ -76,11 +69,19 @@ def require_device(event: Event) -> str:
 
 
 def event_time(event: Event) -> datetime:
-    """``time``, else ``gatewayreceived``; Unprocessable without either."""
+    """``time``, else ``gatewayreceived``, in UTC; Unprocessable without either."""
     moment = event.effective_time
     if moment is None:
         raise Unprocessable("event has neither 'time' nor 'gatewayreceived'")
-    return moment
+    return utc(moment)
+
+
+def version(
+    event: Event, *, tier: int = ORDINARY, rank: int = 0, time: datetime | None = None
+) -> Version:
+    """The version of the writes ``event`` implies (``consumers.state.precedence``)."""
+    moment = event_time(event) if time is None else utc(time)
+    return Version(tier, moment, rank, event.source, event.id)
 
 
 def optional_str(data: dict[str, Any], name: str) -> str | None:
@@ -92,34 +93,41 @@ def optional_str(data: dict[str, Any], name: str) -> str | None:
     return value
 
 
-async def apply_lifecycle(store: StateStore, event: Event) -> None:
+def checked(writes: list[Write]) -> list[Write]:
+    """``writes``, each one the store would take; Unprocessable otherwise."""
+    for write in writes:
+        try:
+            check(write)
+        except ValueError as exc:
+            raise Unprocessable(str(exc)) from None
+    return writes
+
+
+def plan_lifecycle(event: Event) -> list[Write]:
     """``subscription-started|updated|ended|ends`` -> the subscription's status."""
-    name = event_name(event.type)
+    rule = SUBSCRIPTION_LIFECYCLE[event_name(event.type)]
     data = data_of(event)
     subscription_id = optional_str(data, "subscriptionId") or _legacy_subscription_id(event)
     if not subscription_id:
         raise Unprocessable(f"{event.type} has no data.subscriptionId")
+    status = rule.status
     termination_reason: str | None = None
-    if name == "subscription-started":
-        status = "ACTIVE"
-    elif name == "subscription-updated":
+    if status is None:
         reason = optional_str(data, "updateReason")
-        if reason not in _UPDATE_STATUS:
+        if reason not in UPDATE_REASONS:
             raise Unprocessable(f"data.updateReason {reason!r} is not one this worker knows")
-        status = _UPDATE_STATUS[reason]
-    else:
-        status = "ENDED"
+        status = UPDATE_REASONS[reason]
+    elif status == "ENDED":
         value = data.get("terminationReason")
         termination_reason = None if value is None else str(value)
-    changed = await store.update_subscription(
+    write = SubscriptionWrite(
         subscription_id,
-        api=api_name(event.type),
-        status=status,
-        termination_reason=termination_reason,
-        time=event_time(event),
-        event_id=event.id,
+        api_name(event.type),
+        status,
+        termination_reason,
+        version(event, tier=rule.tier, rank=rule.rank),
     )
-    log.debug("subscription", status=status, changed=changed)
+    return [write]
 
 
 def _legacy_subscription_id(event: Event) -> str | None:
@@ -127,6 +135,7 @@ def _legacy_subscription_id(event: Event) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def ignore(event: Event, queue: str) -> None:
-    """Log that an event has nothing to do on this queue; the worker acks it."""
+def ignore(event: Event, queue: str) -> list[Write]:
+    """Log that an event has nothing to do on this queue: no writes, the worker acks it."""
     log.info("event type has no handler on this queue; acknowledged without change", handler=queue)
+    return []

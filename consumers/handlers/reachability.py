@@ -1,4 +1,4 @@
-"""Built-in handler for the ``reachability`` queue: a device's reachability, and subscriptions.
+"""Built-in planner for the ``reachability`` queue: a device's reachability, and subscriptions.
 
 The state is in the type only (the events carry no field for it):
 ``reachability-data|sms|disconnected`` and the legacy ``connectivity-data|sms|disconnected``
@@ -7,40 +7,40 @@ The state is in the type only (the events carry no field for it):
 
 from __future__ import annotations
 
+from typing import Final
+
 from consumers.event import Event
 from consumers.handlers.camara import (
     LIFECYCLE,
-    apply_lifecycle,
+    checked,
     event_name,
-    event_time,
     ignore,
+    plan_lifecycle,
     require_device,
+    version,
 )
 from consumers.state import StateStore
-from consumers.worker import Handler
+from consumers.state.writes import ReachabilityWrite, Write
+from consumers.worker import Handler, applying
 
-REACHABILITY = {
+REACHABILITY: Final[dict[str, str]] = {
     f"{prefix}-{state}": state.upper()
     for prefix in ("reachability", "connectivity")
     for state in ("data", "sms", "disconnected")
 }
 
 
+def plan(event: Event) -> list[Write]:
+    """The writes of one event on the reachability queue."""
+    name = event_name(event.type)
+    if name in LIFECYCLE:
+        return checked(plan_lifecycle(event))
+    value = REACHABILITY.get(name)
+    if value is None:
+        return ignore(event, "reachability")
+    return checked([ReachabilityWrite(require_device(event), value, version(event))])
+
+
 def make_handler(store: StateStore) -> Handler:
-    """The reachability handler over ``store``."""
-
-    async def handle(event: Event) -> None:
-        name = event_name(event.type)
-        if name in LIFECYCLE:
-            await apply_lifecycle(store, event)
-        elif name in REACHABILITY:
-            await store.update_reachability(
-                require_device(event),
-                reachability=REACHABILITY[name],
-                time=event_time(event),
-                event_id=event.id,
-            )
-        else:
-            ignore(event, "reachability")
-
-    return handle
+    """``plan`` applied to ``store`` one event at a time (a custom handler can reuse it)."""
+    return applying(store, plan)

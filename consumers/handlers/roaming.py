@@ -1,82 +1,89 @@
-"""Built-in handler for the ``roaming`` queue: a device's roaming state, and subscriptions.
+"""Built-in planner for the ``roaming`` queue: a device's roaming and country, and subscriptions.
 
-| event name               | roaming | country                                  |
-|--------------------------|---------|------------------------------------------|
-| ``roaming-status``       | data    | ``countryCode``/``countryName`` if given |
-| ``roaming-on``           | True    | unknown (null)                           |
-| ``roaming-off``          | False   | null                                     |
-| ``roaming-change-country`` | True  | ``countryCode``/``countryName``          |
+Roaming and country are two field groups, each ordered on its own (contract §5):
 
-A legacy ``countryName`` string (device-status v0.5/v0.6) becomes a one-element list.
-Lifecycle events go to the subscription (``camara.apply_lifecycle``).
+| event name                 | roaming          | country                               |
+|----------------------------|------------------|---------------------------------------|
+| ``roaming-status``         | ``data.roaming`` | its country if it carries one, else unknown |
+| ``roaming-on``             | true             | unknown                               |
+| ``roaming-off``            | false            | unknown                               |
+| ``roaming-change-country`` | true             | its country                           |
+
+"Unknown" (null) ranks below a carried country at the same time: a Germany -> France move
+sends ``roaming-status`` (France) and ``roaming-on`` for the same instant, and the country
+stays France whichever is applied last; a later ``roaming-on`` or ``-off`` clears an
+earlier country. A legacy ``countryName`` string (device-status v0.5/v0.6) becomes a
+one-element list. Lifecycle events go to the subscription (``camara.plan_lifecycle``).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final, NamedTuple
 
 from consumers.event import Event, Unprocessable
 from consumers.handlers.camara import (
     LIFECYCLE,
-    apply_lifecycle,
+    checked,
     data_of,
     event_name,
-    event_time,
     ignore,
+    plan_lifecycle,
     require_device,
+    version,
 )
 from consumers.state import StateStore
-from consumers.worker import Handler
-
-ROAMING_EVENTS = frozenset(
-    {"roaming-status", "roaming-on", "roaming-off", "roaming-change-country"}
-)
+from consumers.state.precedence import COUNTRY_CARRIED, COUNTRY_IMPLIED
+from consumers.state.writes import CountryWrite, RoamingWrite, Write
+from consumers.worker import Handler, applying
 
 
-def make_handler(store: StateStore) -> Handler:
-    """The roaming handler over ``store``."""
+class RoamingEvent(NamedTuple):
+    """What one roaming event says: ``roaming`` (None: read ``data.roaming``) and whether it
+    may carry a country."""
 
-    async def handle(event: Event) -> None:
-        name = event_name(event.type)
-        if name in LIFECYCLE:
-            await apply_lifecycle(store, event)
-        elif name in ROAMING_EVENTS:
-            await _apply_roaming(store, event, name)
-        else:
-            ignore(event, "roaming")
-
-    return handle
+    roaming: bool | None
+    carries_country: bool
 
 
-async def _apply_roaming(store: StateStore, event: Event, name: str) -> None:
+ROAMING_EVENTS: Final[dict[str, RoamingEvent]] = {
+    "roaming-status": RoamingEvent(None, carries_country=True),
+    "roaming-on": RoamingEvent(True, carries_country=False),
+    "roaming-off": RoamingEvent(False, carries_country=False),
+    "roaming-change-country": RoamingEvent(True, carries_country=True),
+}
+
+
+def plan(event: Event) -> list[Write]:
+    """The writes of one event on the roaming queue."""
+    name = event_name(event.type)
+    if name in LIFECYCLE:
+        return checked(plan_lifecycle(event))
+    rule = ROAMING_EVENTS.get(name)
+    if rule is None:
+        return ignore(event, "roaming")
+    return checked(_plan_roaming(event, rule))
+
+
+def _plan_roaming(event: Event, rule: RoamingEvent) -> list[Write]:
     data = data_of(event)
     device = require_device(event)
-    roaming: bool | None
-    country_code: int | None = None
-    country_name: list[str] | None = None
-    if name == "roaming-status":
-        roaming = data.get("roaming")
-        if roaming is not None and not isinstance(roaming, bool):
+    writes: list[Write] = []
+    roaming = rule.roaming
+    if roaming is None:
+        value = data.get("roaming")
+        if value is not None and not isinstance(value, bool):
             raise Unprocessable("data.roaming must be true or false")
-        country_code, country_name = _country(data)
-    elif name == "roaming-on":
-        roaming = True
-    elif name == "roaming-off":
-        roaming = False
-    else:
-        roaming = True
-        country_code, country_name = _country(data)
-    await store.update_roaming(
-        device,
-        roaming=roaming,
-        country_code=country_code,
-        country_name=country_name,
-        time=event_time(event),
-        event_id=event.id,
-    )
+        roaming = value
+    if roaming is not None:
+        writes.append(RoamingWrite(device, roaming, version(event)))
+    code, names = _country(data) if rule.carries_country else (None, None)
+    carried = code is not None or names is not None
+    rank = COUNTRY_CARRIED if carried else COUNTRY_IMPLIED
+    writes.append(CountryWrite(device, code, names, version(event, rank=rank)))
+    return writes
 
 
-def _country(data: dict[str, Any]) -> tuple[int | None, list[str] | None]:
+def _country(data: dict[str, Any]) -> tuple[int | None, tuple[str, ...] | None]:
     code = data.get("countryCode")
     if isinstance(code, str) and code.strip().isdigit():
         code = int(code)
@@ -89,4 +96,9 @@ def _country(data: dict[str, Any]) -> tuple[int | None, list[str] | None]:
         not isinstance(names, list) or not all(isinstance(n, str) for n in names)
     ):
         raise Unprocessable("data.countryName must be a list of country codes")
-    return code, names
+    return code, None if names is None else tuple(names)
+
+
+def make_handler(store: StateStore) -> Handler:
+    """``plan`` applied to ``store`` one event at a time (a custom handler can reuse it)."""
+    return applying(store, plan)

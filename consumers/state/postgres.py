@@ -18,7 +18,8 @@ import asyncpg
 
 from consumers.state import schema
 from consumers.state.sql import Rows, SqlStateStore
-from consumers.state.store import InvalidStateURL, StateStoreUnavailable, utc
+from consumers.state.store import InvalidStateURL, StateStoreUnavailable
+from consumers.state.writes import utc
 
 SCHEMES = ("postgresql", "postgres")
 POOL_MIN_SIZE = 1
@@ -93,12 +94,13 @@ class PostgresStateStore(SqlStateStore):
         except BaseException:
             await pool.close()
             raise
-        return cls(pool)
-
-    async def _write(self, statement: str, arguments: tuple[Any, ...]) -> bool:
-        status = await self._pool.execute(statement, *arguments)
-        # "INSERT 0 <rows>": 0 rows when ON CONFLICT neither inserted nor updated.
-        return int(status.rsplit(" ", 1)[-1]) > 0
+        opened = cls(pool)
+        try:
+            await opened.rekey_phone_numbers()
+        except BaseException:
+            await opened.close()
+            raise
+        return opened
 
     async def _write_batch(self, batch: list[tuple[str, Rows]]) -> None:
         # One autocommitted statement per table: a batch that fails part way has applied
@@ -133,6 +135,26 @@ async def _prepare(pool: asyncpg.Pool, schema_name: str | None) -> None:
             await connection.execute(f"CREATE SCHEMA IF NOT EXISTS {_quote(schema_name)}")
             await connection.execute(f"SET LOCAL search_path TO {_quote(schema_name)}")
         for statement in schema.create_tables(schema.POSTGRES_TYPES):
+            await connection.execute(statement)
+        await _migrate(connection)
+
+
+async def _migrate(connection: asyncpg.Connection | asyncpg.pool.PoolConnectionProxy) -> None:
+    """Add the columns a store of an earlier version lacks, then fill them (``schema``)."""
+    added = False
+    for table, columns in schema.added_columns(schema.POSTGRES_TYPES).items():
+        rows = await connection.fetch(
+            "SELECT column_name FROM information_schema.columns"
+            " WHERE table_schema = current_schema() AND table_name = $1",
+            table,
+        )
+        existing = {row["column_name"] for row in rows}
+        for name, type_ in columns:
+            if name not in existing:
+                await connection.execute(f"ALTER TABLE {table} ADD COLUMN {name} {type_}")
+                added = True
+    if added:
+        for statement in schema.MIGRATION:
             await connection.execute(statement)
 
 

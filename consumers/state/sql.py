@@ -1,14 +1,15 @@
 """The state store written once over SQL; ``sqlite.py`` and ``postgres.py`` plug in a driver.
 
 A backend subclasses ``SqlStateStore``, names its statements (``schema.Statements``) and
-supplies four primitives: run one write and tell whether it changed a row, fetch the rows
-for one key, and encode/decode a time the way its columns hold it. The rest (the checks, the
-arguments of each statement, turning rows into JSON) is here, once. The public methods are
-documented on ``StateStore``.
+supplies four primitives: run a batch of statements, fetch the rows for one key, and
+encode/decode a time the way its columns hold it. The rest (checking and reducing a batch,
+the arguments of each statement, turning rows into JSON) is here, once. The public methods
+are documented on ``StateStore``.
 """
 
 from __future__ import annotations
 
+import re
 from abc import abstractmethod
 from collections.abc import Iterable, Sequence
 from datetime import datetime
@@ -16,10 +17,22 @@ from typing import Any, ClassVar, Protocol
 
 from consumers.state import store
 from consumers.state.schema import Statements
-from consumers.state.writes import Write, check, reduce_writes
+from consumers.state.writes import (
+    CountryWrite,
+    DeviceRow,
+    MessageStatusWrite,
+    ReachabilityWrite,
+    RoamingWrite,
+    Version,
+    Write,
+    check,
+    reduce_writes,
+)
 
 Rows = list[tuple[Any, ...]]
 """Argument tuples of one single-row statement, in the order ``Statements`` binds them."""
+_NO_VERSION = (None, None, None, None, None)
+_E164_WITHOUT_PLUS = re.compile(r"[1-9][0-9]{4,14}")
 
 
 class Row(Protocol):
@@ -32,10 +45,6 @@ class SqlStateStore(store.StateStore):
     """``StateStore`` on a SQL database; a subclass supplies the driver primitives."""
 
     _statements: ClassVar[Statements]
-
-    @abstractmethod
-    async def _write(self, statement: str, arguments: tuple[Any, ...]) -> bool:
-        """Run one autocommitted write; whether it inserted or updated a row."""
 
     @abstractmethod
     async def _write_batch(self, batch: list[tuple[str, Rows]]) -> None:
@@ -64,75 +73,23 @@ class SqlStateStore(store.StateStore):
         rows = await self._fetch(statement, key)
         return rows[0] if rows else None
 
-    async def update_roaming(
-        self,
-        device: str,
-        *,
-        roaming: bool | None,
-        country_code: int | None,
-        country_name: list[str] | None,
-        time: datetime,
-        event_id: str,
-    ) -> bool:
-        return await self._write(
-            self._statements.update_roaming,
-            (
-                device,
-                roaming,
-                country_code,
-                store.country_name_to_json(country_name),
-                self._encode_time(time),
-                event_id,
-            ),
-        )
+    def _version(self, version: Version | None) -> tuple[Any, ...]:
+        if version is None:
+            return _NO_VERSION
+        tier, time, rank, source, event_id = version
+        return (tier, self._encode_time(time), rank, source, event_id)
 
-    async def update_reachability(
-        self, device: str, *, reachability: str, time: datetime, event_id: str
-    ) -> bool:
-        store.check_reachability(reachability)
-        return await self._write(
-            self._statements.update_reachability,
-            (device, reachability, self._encode_time(time), event_id),
-        )
-
-    async def update_subscription(
-        self,
-        subscription_id: str,
-        *,
-        api: str,
-        status: str,
-        termination_reason: str | None,
-        time: datetime,
-        event_id: str,
-    ) -> bool:
-        store.check_subscription_status(status)
-        return await self._write(
-            self._statements.update_subscription,
-            (subscription_id, api, status, termination_reason, self._encode_time(time), event_id),
-        )
-
-    async def record_message_status(
-        self, message_id: str, *, notification_type: str, status: str, time: datetime, event_id: str
-    ) -> bool:
-        return await self._write(
-            self._statements.record_message_status,
-            (message_id, status, notification_type, self._encode_time(time), event_id),
-        )
-
-    async def record_inbound_sms(
-        self,
-        message_id: str,
-        *,
-        source_number: str | None,
-        destination_number: str | None,
-        message: str | None,
-        received_time: datetime | None,
-        event_id: str,
-    ) -> bool:
-        received = None if received_time is None else self._encode_time(received_time)
-        return await self._write(
-            self._statements.record_inbound_sms,
-            (message_id, source_number, destination_number, message, received, event_id),
+    def _device_row(self, row: DeviceRow) -> tuple[Any, ...]:
+        roaming, country, reachability = row.roaming, row.country, row.reachability
+        return (
+            row.device,
+            None if roaming is None else roaming.roaming,
+            *self._version(None if roaming is None else roaming.version),
+            None if country is None else country.country_code,
+            None if country is None else store.country_name_to_json(country.country_name),
+            *self._version(None if country is None else country.version),
+            None if reachability is None else reachability.reachability,
+            *self._version(None if reachability is None else reachability.version),
         )
 
     async def apply_writes(self, writes: Iterable[Write]) -> None:
@@ -142,50 +99,29 @@ class SqlStateStore(store.StateStore):
         reduced = reduce_writes(writes)
         time = self._encode_time
         batch: list[tuple[str, Rows]] = [
+            ("devices", [self._device_row(row) for row in reduced.devices]),
             (
-                "update_roaming",
-                [
-                    (
-                        w.device,
-                        w.roaming,
-                        w.country_code,
-                        store.country_name_to_json(w.country_name),
-                        time(w.time),
-                        w.event_id,
-                    )
-                    for w in reduced.roaming
-                ],
-            ),
-            (
-                "update_reachability",
-                [
-                    (w.device, w.reachability, time(w.time), w.event_id)
-                    for w in reduced.reachability
-                ],
-            ),
-            (
-                "update_subscription",
+                "subscriptions",
                 [
                     (
                         w.subscription_id,
                         w.api,
                         w.status,
                         w.termination_reason,
-                        time(w.time),
-                        w.event_id,
+                        *self._version(w.version),
                     )
                     for w in reduced.subscriptions
                 ],
             ),
             (
-                "record_message_status",
+                "message_statuses",
                 [
-                    (w.message_id, w.status, w.notification_type, time(w.time), w.event_id)
+                    (w.message_id, w.status, w.notification_type, *self._version(w.version))
                     for w in reduced.message_statuses
                 ],
             ),
             (
-                "record_inbound_sms",
+                "inbound_messages",
                 [
                     (
                         w.message_id,
@@ -193,7 +129,8 @@ class SqlStateStore(store.StateStore):
                         w.destination_number,
                         w.message,
                         None if w.received_time is None else time(w.received_time),
-                        w.event_id,
+                        w.version.source,
+                        w.version.event_id,
                     )
                     for w in reduced.inbound
                 ],
@@ -202,6 +139,47 @@ class SqlStateStore(store.StateStore):
         batch = [(name, rows) for name, rows in batch if rows]
         if batch:
             await self._write_batch(batch)
+
+    async def rekey_phone_numbers(self) -> int:
+        """Move devices an earlier version keyed by a phone number without its ``+`` (sent as
+        a JSON number) to the E.164 key, merging each field group by its version. Returns
+        how many moved; run at every open (an index range scan), so an interrupted move is
+        finished by the next one."""
+        rows = await self._fetch(self._statements.select_digit_devices, "1")
+        moved = [row for row in rows if _E164_WITHOUT_PLUS.fullmatch(row["device"])]
+        if not moved:
+            return 0
+        writes: list[Write] = []
+        for row in moved:
+            key = "+" + row["device"]
+            if row["roaming_event_id"] is not None and row["roaming"] is not None:
+                version = self._stored_version(row, "roaming_")
+                writes.append(RoamingWrite(key, bool(row["roaming"]), version))
+            if row["country_event_id"] is not None:
+                names = store.country_name_from_json(row["country_name"])
+                writes.append(
+                    CountryWrite(
+                        key,
+                        row["country_code"],
+                        None if names is None else tuple(names),
+                        self._stored_version(row, "country_"),
+                    )
+                )
+            if row["reachability_event_id"] is not None:
+                version = self._stored_version(row, "reachability_")
+                writes.append(ReachabilityWrite(key, row["reachability"], version))
+        await self.apply_writes(writes)
+        await self._write_batch([("delete_device", [(row["device"],) for row in moved])])
+        return len(moved)
+
+    def _stored_version(self, row: Row, prefix: str) -> Version:
+        return Version(
+            row[f"{prefix}tier"],
+            self._decode_time(row[f"{prefix}time"]),
+            row[f"{prefix}rank"],
+            row[f"{prefix}source"],
+            row[f"{prefix}event_id"],
+        )
 
     async def device(self, key: str) -> dict[str, Any] | None:
         row = await self._one(self._statements.select_device, key)
@@ -235,11 +213,17 @@ class SqlStateStore(store.StateStore):
         return store.message_json(
             message_id,
             (
-                store.StatusEntry(
-                    status=row["status"],
-                    notification_type=row["notification_type"],
-                    time=self._decode_time(row["status_time"]),
-                    event_id=row["event_id"],
+                MessageStatusWrite(
+                    message_id,
+                    row["notification_type"],
+                    row["status"],
+                    Version(
+                        row["tier"],
+                        self._decode_time(row["status_time"]),
+                        row["rank"],
+                        row["source"],
+                        row["event_id"],
+                    ),
                 )
                 for row in rows
             ),

@@ -20,7 +20,8 @@ import aiosqlite
 
 from consumers.state import schema
 from consumers.state.sql import Rows, SqlStateStore
-from consumers.state.store import InvalidStateURL, StateStoreUnavailable, utc
+from consumers.state.store import InvalidStateURL, StateStoreUnavailable
+from consumers.state.writes import utc
 
 URL_PREFIX = "sqlite:///"
 BUSY_TIMEOUT_S = 30.0
@@ -80,11 +81,13 @@ class SQLiteStateStore(SqlStateStore):
         except BaseException:
             await connection.close()
             raise
-        return cls(connection)
-
-    async def _write(self, statement: str, arguments: tuple[Any, ...]) -> bool:
-        async with self._lock, self._db.execute(statement, arguments) as cursor:
-            return cursor.rowcount > 0
+        opened = cls(connection)
+        try:
+            await opened.rekey_phone_numbers()
+        except BaseException:
+            await opened.close()
+            raise
+        return opened
 
     async def _write_batch(self, batch: list[tuple[str, Rows]]) -> None:
         async with self._lock:
@@ -149,7 +152,24 @@ async def _create_tables(connection: aiosqlite.Connection) -> None:
     try:
         for statement in schema.create_tables(schema.SQLITE_TYPES):
             await connection.execute(statement)
+        await _migrate(connection)
     except BaseException:
         await connection.rollback()
         raise
     await connection.commit()
+
+
+async def _migrate(connection: aiosqlite.Connection) -> None:
+    """Add the columns a store of an earlier version lacks, then fill them (``schema``)."""
+    added = False
+    for table, columns in schema.added_columns(schema.SQLITE_TYPES).items():
+        # Table names are the literals in ``schema``, never input.
+        info = await connection.execute_fetchall(f"PRAGMA table_info({table})")
+        existing = {row[1] for row in info}
+        for name, type_ in columns:
+            if name not in existing:
+                await connection.execute(f"ALTER TABLE {table} ADD COLUMN {name} {type_}")
+                added = True
+    if added:
+        for statement in schema.MIGRATION:
+            await connection.execute(statement)

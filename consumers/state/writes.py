@@ -1,35 +1,59 @@
-"""Store writes as values, so a worker can apply a batch of them at once.
+"""Store writes as values: what an event changes, field group by field group, with its version.
 
-``WriteRecorder`` is a ``StateStore`` whose writes are recorded instead of run (it checks
-them as the real store would); a built-in handler built over it turns an event into its
-writes. ``StateStore.apply_writes`` then applies a batch of them; ``reduce_writes`` is the
-pure part: it keeps, per key, only the write the rule in ``store.py`` lets win, so applying
-the reduced batch gives the same state as applying every write one by one, in any order.
+A built-in handler is a pure function from an event to its writes
+(``consumers.handlers``); ``StateStore.apply_writes`` applies a batch of them in one place.
+Each write sets one field group of one entity and carries the ``Version`` it is judged by
+(``consumers.state.precedence``): a group changes iff the offered version is greater than
+the stored one. That is a total order, so duplicates and any delivery order, also from
+several writers at once, end in the same state.
+
+``reduce_writes`` is the pure half of applying: per key and field group it keeps only the
+write that wins, so applying the reduced batch gives the state that applying each write alone,
+in any order, would.
+
+Exception: one message status keeps its *earliest* event (its time in the history); which
+status is current is decided when reading (``current_status``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import datetime
-from typing import Any, NamedTuple, TypeVar
+from datetime import UTC, datetime
+from typing import NamedTuple, TypeVar
 
-from consumers.state import store
+REACHABILITY_VALUES = frozenset({"DATA", "SMS", "DISCONNECTED"})
+SUBSCRIPTION_STATUSES = frozenset({"ACTIVE", "INACTIVE", "ENDED"})
+
+
+class Version(NamedTuple):
+    """What a write is judged by, compared field by field (``precedence`` says why)."""
+
+    tier: int
+    time: datetime
+    rank: int
+    source: str
+    event_id: str
 
 
 class RoamingWrite(NamedTuple):
     device: str
-    roaming: bool | None
+    roaming: bool
+    version: Version
+
+
+class CountryWrite(NamedTuple):
+    """``None`` for both: the event says the country changed but not to what."""
+
+    device: str
     country_code: int | None
-    country_name: list[str] | None
-    time: datetime
-    event_id: str
+    country_name: tuple[str, ...] | None
+    version: Version
 
 
 class ReachabilityWrite(NamedTuple):
     device: str
     reachability: str
-    time: datetime
-    event_id: str
+    version: Version
 
 
 class SubscriptionWrite(NamedTuple):
@@ -37,16 +61,14 @@ class SubscriptionWrite(NamedTuple):
     api: str
     status: str
     termination_reason: str | None
-    time: datetime
-    event_id: str
+    version: Version
 
 
 class MessageStatusWrite(NamedTuple):
     message_id: str
     notification_type: str
     status: str
-    time: datetime
-    event_id: str
+    version: Version
 
 
 class InboundWrite(NamedTuple):
@@ -55,42 +77,79 @@ class InboundWrite(NamedTuple):
     destination_number: str | None
     message: str | None
     received_time: datetime | None
-    event_id: str
+    version: Version
 
 
-Write = RoamingWrite | ReachabilityWrite | SubscriptionWrite | MessageStatusWrite | InboundWrite
+Write = (
+    RoamingWrite
+    | CountryWrite
+    | ReachabilityWrite
+    | SubscriptionWrite
+    | MessageStatusWrite
+    | InboundWrite
+)
+
+
+class DeviceRow(NamedTuple):
+    """The winning write of each field group of one device (None: the batch has none)."""
+
+    device: str
+    roaming: RoamingWrite | None
+    country: CountryWrite | None
+    reachability: ReachabilityWrite | None
 
 
 class ReducedWrites(NamedTuple):
-    """The writes of a batch that can change anything, at most one per key, sorted by key
-    (so concurrent writers lock rows in the same order)."""
+    """The writes of a batch that can change anything, at most one per key (and group),
+    sorted by key so concurrent writers lock rows in the same order."""
 
-    roaming: list[RoamingWrite]
-    reachability: list[ReachabilityWrite]
+    devices: list[DeviceRow]
     subscriptions: list[SubscriptionWrite]
     message_statuses: list[MessageStatusWrite]
     inbound: list[InboundWrite]
+
+
+def utc(moment: datetime) -> datetime:
+    """The same instant in UTC; a naive datetime is a caller bug and raises ValueError."""
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise ValueError(f"{moment!r} has no time zone")
+    return moment.astimezone(UTC)
 
 
 def check(write: Write) -> None:
     """Raise ValueError for a write the store would refuse (bad value, naive time)."""
     match write:
         case ReachabilityWrite():
-            store.check_reachability(write.reachability)
+            if write.reachability not in REACHABILITY_VALUES:
+                raise ValueError(
+                    f"reachability must be one of {sorted(REACHABILITY_VALUES)}: "
+                    f"{write.reachability!r}"
+                )
         case SubscriptionWrite():
-            store.check_subscription_status(write.status)
+            if write.status not in SUBSCRIPTION_STATUSES:
+                raise ValueError(
+                    f"status must be one of {sorted(SUBSCRIPTION_STATUSES)}: {write.status!r}"
+                )
         case InboundWrite():
             if write.received_time is not None:
-                store.utc(write.received_time)
-            return
-    store.utc(write.time)
+                utc(write.received_time)
+    utc(write.version.time)
+
+
+W = TypeVar("W", RoamingWrite, CountryWrite, ReachabilityWrite, SubscriptionWrite, InboundWrite)
+
+
+def _keep_greatest(kept: dict[str, W], key: str, write: W) -> None:
+    stored = kept.get(key)
+    if stored is None or write.version > stored.version:
+        kept[key] = write
 
 
 def reduce_writes(writes: Iterable[Write]) -> ReducedWrites:
-    """Per key the write that wins by ``store.wins`` (message statuses: the earliest one,
-    ``store.keeps_earlier``; inbound SMS: the first). Equal versions keep the first write,
-    as applying them one by one would."""
+    """Per key and field group the write with the greatest version (message statuses: the
+    earliest per status). Equal versions are the same event: the first is kept."""
     roaming: dict[str, RoamingWrite] = {}
+    country: dict[str, CountryWrite] = {}
     reachability: dict[str, ReachabilityWrite] = {}
     subscriptions: dict[str, SubscriptionWrite] = {}
     statuses: dict[tuple[str, str], MessageStatusWrite] = {}
@@ -98,125 +157,39 @@ def reduce_writes(writes: Iterable[Write]) -> ReducedWrites:
     for write in writes:
         match write:
             case RoamingWrite():
-                _keep_winner(roaming, write.device, write)
+                _keep_greatest(roaming, write.device, write)
+            case CountryWrite():
+                _keep_greatest(country, write.device, write)
             case ReachabilityWrite():
-                _keep_winner(reachability, write.device, write)
+                _keep_greatest(reachability, write.device, write)
             case SubscriptionWrite():
-                _keep_winner(subscriptions, write.subscription_id, write)
+                _keep_greatest(subscriptions, write.subscription_id, write)
             case MessageStatusWrite():
                 key = (write.message_id, write.status)
                 kept = statuses.get(key)
-                if kept is None or store.keeps_earlier(_version(write), _version(kept)):
+                if kept is None or write.version < kept.version:
                     statuses[key] = write
             case InboundWrite():
-                inbound.setdefault(write.message_id, write)
+                _keep_greatest(inbound, write.message_id, write)
+    devices = sorted({*roaming, *country, *reachability})
     return ReducedWrites(
-        roaming=[roaming[key] for key in sorted(roaming)],
-        reachability=[reachability[key] for key in sorted(reachability)],
+        devices=[
+            DeviceRow(key, roaming.get(key), country.get(key), reachability.get(key))
+            for key in devices
+        ],
         subscriptions=[subscriptions[key] for key in sorted(subscriptions)],
         message_statuses=[statuses[key] for key in sorted(statuses)],
         inbound=[inbound[key] for key in sorted(inbound)],
     )
 
 
-def _version(
-    write: RoamingWrite | ReachabilityWrite | SubscriptionWrite | MessageStatusWrite,
-) -> store.Version:
-    return (write.time, write.event_id)
+def current_status(entries: Iterable[MessageStatusWrite]) -> MessageStatusWrite | None:
+    """The status a message is in: the entry with the greatest version (a final status
+    outranks any non-final one, whatever the times)."""
+    return max(entries, key=lambda entry: entry.version, default=None)
 
 
-W = TypeVar("W", RoamingWrite, ReachabilityWrite, SubscriptionWrite)
-
-
-def _keep_winner(kept: dict[str, W], key: str, write: W) -> None:
-    stored = kept.get(key)
-    if stored is None or store.wins(_version(write), _version(stored)):
-        kept[key] = write
-
-
-class WriteRecorder:
-    """A ``StateStore`` that records its writes in ``writes`` (each checked, each reported as
-    a change) and reads from ``reader``."""
-
-    def __init__(self, reader: store.StateStore) -> None:
-        self.reader = reader
-        self.writes: list[Write] = []
-
-    def _record(self, write: Write) -> bool:
-        check(write)
-        self.writes.append(write)
-        return True
-
-    async def update_roaming(
-        self,
-        device: str,
-        *,
-        roaming: bool | None,
-        country_code: int | None,
-        country_name: list[str] | None,
-        time: datetime,
-        event_id: str,
-    ) -> bool:
-        names = None if country_name is None else list(country_name)
-        return self._record(RoamingWrite(device, roaming, country_code, names, time, event_id))
-
-    async def update_reachability(
-        self, device: str, *, reachability: str, time: datetime, event_id: str
-    ) -> bool:
-        return self._record(ReachabilityWrite(device, reachability, time, event_id))
-
-    async def update_subscription(
-        self,
-        subscription_id: str,
-        *,
-        api: str,
-        status: str,
-        termination_reason: str | None,
-        time: datetime,
-        event_id: str,
-    ) -> bool:
-        return self._record(
-            SubscriptionWrite(subscription_id, api, status, termination_reason, time, event_id)
-        )
-
-    async def record_message_status(
-        self, message_id: str, *, notification_type: str, status: str, time: datetime, event_id: str
-    ) -> bool:
-        return self._record(
-            MessageStatusWrite(message_id, notification_type, status, time, event_id)
-        )
-
-    async def record_inbound_sms(
-        self,
-        message_id: str,
-        *,
-        source_number: str | None,
-        destination_number: str | None,
-        message: str | None,
-        received_time: datetime | None,
-        event_id: str,
-    ) -> bool:
-        return self._record(
-            InboundWrite(
-                message_id, source_number, destination_number, message, received_time, event_id
-            )
-        )
-
-    async def apply_writes(self, writes: Iterable[Write]) -> None:
-        for write in writes:
-            self._record(write)
-
-    async def device(self, key: str) -> dict[str, Any] | None:
-        return await self.reader.device(key)
-
-    async def subscription(self, subscription_id: str) -> dict[str, Any] | None:
-        return await self.reader.subscription(subscription_id)
-
-    async def message(self, message_id: str) -> dict[str, Any] | None:
-        return await self.reader.message(message_id)
-
-    async def inbound(self, message_id: str) -> dict[str, Any] | None:
-        return await self.reader.inbound(message_id)
-
-    async def close(self) -> None:
-        """Nothing to release: the reader belongs to the caller."""
+def history_order(entry: MessageStatusWrite) -> tuple[datetime, int, int, str, str]:
+    """Oldest first; at one time a non-final status before a final one."""
+    version = entry.version
+    return (version.time, version.tier, version.rank, version.source, version.event_id)
