@@ -25,6 +25,7 @@ from gateway.body_reader import BODY_CHARGE, BodyNotReceived, InflightFull, read
 from gateway.cloudevent import CloudEvent, rfc3339
 from gateway.inflight import InflightBudget
 from gateway.logs import get_logger
+from gateway.memory import MemoryTrimmer
 from gateway.metrics import UNKNOWN_SOURCE, IngressMetrics
 from gateway.problem import problem_response
 from gateway.publisher import BrokerUnavailable
@@ -76,7 +77,9 @@ class CallbackHandlers:
         self._publisher = publisher
         self._metrics = metrics
         self._clock = clock
-        self.inflight = InflightBudget(settings.http.max_inflight_bytes)
+        self.inflight = InflightBudget(
+            settings.http.max_inflight_bytes, on_drained=MemoryTrimmer().request
+        )
         self.access = {
             source.name: SourceAccess(source, settings.http.trusted_proxies)
             for source in settings.sources

@@ -18,6 +18,8 @@ Pure bookkeeping: no I/O, no web stack.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 # Upper bounds measured with tracemalloc on orjson.loads of 256 KiB bodies (CPython 3.11):
 # every container ([] or {}: 56-72 bytes, 184 with a key) and every element or member
 # (an 8-byte slot and usually an object of 24-58 bytes) is charged on top of the bytes,
@@ -39,13 +41,22 @@ def parsed_cost(body: bytes) -> int:
 class InflightBudget:
     """Bytes charged to the requests in flight, in total and per source."""
 
-    __slots__ = ("_by_source", "held", "high_water", "limit", "share")
+    __slots__ = ("_burst", "_by_source", "held", "high_water", "limit", "on_drained", "share")
 
-    def __init__(self, limit: int, share: float = SOURCE_SHARE) -> None:
+    def __init__(
+        self,
+        limit: int,
+        share: float = SOURCE_SHARE,
+        on_drained: Callable[[], object] | None = None,
+    ) -> None:
         self.limit = limit
         self.share = max(1, int(limit * share))
         self.held = 0
         self.high_water = 0
+        # Called when nothing is held any more after a burst of at least a share (the
+        # ingress gives the freed memory back to the system then: gateway.memory).
+        self.on_drained = on_drained
+        self._burst = 0
         self._by_source: dict[str, int] = {}
 
     def charge(self, source: str) -> Reservation:
@@ -67,8 +78,14 @@ class InflightBudget:
             self._by_source[source] = held
         else:
             del self._by_source[source]
-        if self.held > self.high_water:
-            self.high_water = self.held
+        if self.held > self._burst:
+            self._burst = self.held
+            if self.held > self.high_water:
+                self.high_water = self.held
+        elif not self.held and self._burst >= self.share:
+            self._burst = 0
+            if self.on_drained is not None:
+                self.on_drained()
 
 
 class Reservation:
