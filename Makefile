@@ -35,15 +35,15 @@ test-cluster: install  ## broker faults on private RabbitMQ nodes (scripts/rabbi
 	$(BIN)/pytest -m cluster --timeout 300
 
 lint: install
-	$(BIN)/ruff check gateway consumers tests scripts
-	$(BIN)/ruff format --check gateway consumers tests scripts
+	$(BIN)/ruff check gateway consumers tests scripts examples
+	$(BIN)/ruff format --check gateway consumers tests scripts examples
 
 format: install
-	$(BIN)/ruff format gateway consumers tests scripts
-	$(BIN)/ruff check --fix gateway consumers tests scripts
+	$(BIN)/ruff format gateway consumers tests scripts examples
+	$(BIN)/ruff check --fix gateway consumers tests scripts examples
 
 typecheck: install
-	$(BIN)/mypy --strict gateway consumers
+	$(BIN)/mypy --strict gateway consumers examples
 
 ci: lint typecheck test
 
