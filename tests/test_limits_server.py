@@ -7,13 +7,17 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import replace
 from pathlib import Path
 
 import aiohttp
 import orjson
 import pytest
+from aiohttp.test_utils import TestClient
 
+from gateway.app import PUBLISHER, create_app
 from tests.broker import delete_everything, unique_prefix
+from tests.conftest import FIXTURES, TOKENS, make_settings
 from tests.hostile import (
     HOSTILE_TOKEN,
     LEGIT_HEADERS,
@@ -232,3 +236,62 @@ async def test_no_secret_or_personal_data_reaches_stdout_or_stderr(start: Start)
     assert accepted
     assert accepted[0]["event_id"] == "+36**********67"
     assert accepted[0].get("source") == "hostile"
+
+
+async def test_past_the_inflight_budget_a_sender_gets_503_with_retry_after(
+    aiohttp_client: Callable[..., Awaitable[TestClient]],  # type: ignore[type-arg]
+    prefix: str,
+) -> None:
+    """Bodies being read hold their bytes: past a source's share the next one is 503 +
+    Retry-After at once, while another source still gets its 204."""
+    settings = make_settings(prefix)
+    settings = replace(settings, http=replace(settings.http, max_inflight_bytes=1000))
+    app = create_app(settings)
+    client = await aiohttp_client(app)
+    await asyncio.wait_for(app[PUBLISHER].wait_ready(), 15)  # type: ignore[attr-defined]
+    port = client.server.port
+    event = legit_event()
+    head = (
+        b"POST /callbacks/cloudevents HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n"
+        b"Content-Type: application/cloudevents+json\r\nContent-Length: %d\r\n\r\n"
+        % (TOKENS["cloudevents"].encode(), 400)
+    )
+    _, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(head + b"{")  # holds 400 bytes of the cloudevents share (500) while read
+    await writer.drain()
+    deadline = time.monotonic() + 10
+    while True:  # the first request is being read once a second one no longer fits
+        status, body = await _post_status(client, "cloudevents", event)
+        if status == 503:
+            break
+        assert time.monotonic() < deadline, "the held body never counted"
+        await asyncio.sleep(0.05)  # deadline poll: the first request reaches its read
+    assert b"retry later" in body
+    response = await client.post(
+        "/callbacks/camara",
+        data=(FIXTURES / "camara-roaming-on.json").read_bytes(),
+        headers={
+            "Authorization": f"Bearer {TOKENS['camara']}",
+            "Content-Type": "application/cloudevents+json",
+        },
+    )
+    assert response.status == 204
+    writer.transport.abort()
+
+
+async def _post_status(
+    client: TestClient,  # type: ignore[type-arg]
+    source: str,
+    body: bytes,
+) -> tuple[int, bytes]:
+    response = await client.post(
+        f"/callbacks/{source}",
+        data=body,
+        headers={
+            "Authorization": f"Bearer {TOKENS[source]}",
+            "Content-Type": "application/cloudevents+json",
+        },
+    )
+    if response.status == 503:
+        assert response.headers["Retry-After"] == "1"
+    return response.status, await response.read()
