@@ -10,10 +10,13 @@ from aio_pika import DeliveryMode, Message
 from consumers.retry import (
     ATTEMPTS_HEADER,
     ERROR_HEADER,
+    InvalidAttempts,
     Route,
     attempts_made,
     backoff_for,
     error_line,
+    jittered,
+    read_attempts,
     republished,
     route_failure,
 )
@@ -91,3 +94,33 @@ def test_republished_keeps_body_and_properties_and_sets_headers() -> None:
     assert copy.expiration is None
     reset = republished(copy, attempts=None, error=None)
     assert reset.headers == {"ce-id": "id-1"}
+
+
+@pytest.mark.parametrize(
+    ("headers", "attempts"),
+    [(None, 0), ({}, 0), ({ATTEMPTS_HEADER: 2}, 2), ({ATTEMPTS_HEADER: b"4"}, 4)],
+)
+def test_read_attempts_takes_a_count(headers: dict[str, object] | None, attempts: int) -> None:
+    """No header is 0 attempts; an int or its ASCII digits is the count."""
+    assert read_attempts(headers) == attempts
+
+
+@pytest.mark.parametrize(
+    "value", ["²", "9" * 5000, 2.5, -1, True, "", " 3", "x", {"n": 1}, [1], None, 10**6]
+)
+def test_read_attempts_refuses_what_is_no_count(value: object) -> None:
+    """Superscripts, huge digit strings, floats, negatives, booleans and the rest: the
+    header is malformed (InvalidAttempts, so .dlq), and the error line stays short."""
+    with pytest.raises(InvalidAttempts) as raised:
+        read_attempts({ATTEMPTS_HEADER: value})
+    assert len(str(raised.value)) < 200
+    assert attempts_made({ATTEMPTS_HEADER: value}) == 0
+
+
+def test_jittered_stays_within_the_fraction() -> None:
+    """Each retry waits its backoff ± retry_jitter of it; no jitter is the backoff itself."""
+    waits = [jittered(10.0, 0.1) for _ in range(1000)]
+    assert all(9.0 <= wait <= 11.0 for wait in waits)
+    assert min(waits) < 9.5 < 10.5 < max(waits)
+    assert jittered(10.0, 0.0) == 10.0
+    assert jittered(10.0, 0.5, lambda low, high: high) == 15.0
