@@ -19,7 +19,9 @@ Errors:
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -48,6 +50,7 @@ REFETCH_INTERVAL_S = 60.0
 FETCH_TIMEOUT_S = 5.0
 MAX_JWKS_BYTES = 1 << 20
 MAX_TOKEN_CHARS = 16384
+VERIFIED_TOKENS = 1024
 
 Loader = Callable[[], Awaitable[bytes]]
 
@@ -172,6 +175,7 @@ class JwksCache:
         self._failed = False
         self._last_refetch: float | None = None
         self._loading: asyncio.Future[None] | None = None
+        self.generation = 0  # counts the key sets loaded: a new one voids verified tokens
 
     @property
     def loaded(self) -> bool:
@@ -240,20 +244,32 @@ class JwksCache:
             )
             return
         self._keys, self._failed = keys, False
+        self.generation += 1
         log.info("JWKS loaded", source=self.name, keys=len(keys))
 
 
 class JwtAuth:
-    """The authenticator of an ``auth = "jwt"`` source."""
+    """The authenticator of an ``auth = "jwt"`` source.
+
+    A sender reuses one token for many requests until it expires, and an asymmetric
+    signature check costs far more than the rest of a request, so a verified token is
+    remembered (by its SHA-256, at most ``VERIFIED_TOKENS``) until its ``exp`` + leeway;
+    the memory is dropped whenever a new key set is loaded (a key may have been removed).
+    """
 
     needs_body = False
 
-    def __init__(self, source: Source, cache: JwksCache) -> None:
+    def __init__(
+        self, source: Source, cache: JwksCache, *, clock: Callable[[], float] = time.time
+    ) -> None:
         assert source.issuer is not None
         self.cache = cache
+        self._clock = clock
         self._issuer = source.issuer
         self._audience = list(source.audience)
         self._leeway = source.leeway_s
+        self._verified: OrderedDict[bytes, float] = OrderedDict()
+        self._generation = cache.generation
 
     async def check(
         self,
@@ -265,6 +281,15 @@ class JwtAuth:
         token = extract_token(headers.get("Authorization"), query_token)
         if token is None or len(token) > MAX_TOKEN_CHARS:
             return REFUSED
+        if self._generation != self.cache.generation:
+            self._verified.clear()
+            self._generation = self.cache.generation
+        fingerprint = hashlib.sha256(token.encode("utf-8", "surrogateescape")).digest()
+        until = self._verified.get(fingerprint)
+        if until is not None:
+            if self._clock() < until:
+                return ACCEPTED
+            del self._verified[fingerprint]
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
@@ -277,11 +302,19 @@ class JwtAuth:
         except JwksUnavailable as exc:
             return AuthResult(Outcome.UNAVAILABLE, exc.retry_after_s)
         for key in keys:
-            if self._valid(token, key, alg):
+            expires = self._valid(token, key, alg)
+            if expires is not None:
+                self._remember(fingerprint, expires + self._leeway)
                 return ACCEPTED
         return REFUSED
 
-    def _valid(self, token: str, key: jwt.PyJWK, alg: str) -> bool:
+    def _remember(self, fingerprint: bytes, until: float) -> None:
+        self._verified[fingerprint] = until
+        if len(self._verified) > VERIFIED_TOKENS:
+            self._verified.popitem(last=False)
+
+    def _valid(self, token: str, key: jwt.PyJWK, alg: str) -> float | None:
+        """The token's ``exp`` when it is valid under ``key``, else None."""
         try:
             claims: Any = jwt.decode(
                 token,
@@ -293,8 +326,11 @@ class JwtAuth:
                 options={"require": ["exp", "iss", "aud"]},
             )
         except (jwt.PyJWTError, ValueError, TypeError):
-            return False
-        return isinstance(claims, dict)
+            return None
+        expires = claims.get("exp") if isinstance(claims, dict) else None
+        if isinstance(expires, bool) or not isinstance(expires, int | float):
+            return None
+        return float(expires)
 
 
 def jwt_authenticator(source: Source) -> JwtAuth:

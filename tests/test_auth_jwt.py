@@ -12,6 +12,7 @@ import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,8 @@ from aiohttp.test_utils import TestServer
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
-from gateway.auth_jwt import JwksCache, JwksUnavailable, parse_jwks
+from gateway.auth import Outcome
+from gateway.auth_jwt import JwksCache, JwksUnavailable, JwtAuth, parse_jwks
 from gateway.settings import Source
 from tests.broker import delete_everything, drain, message_count, unique_prefix
 from tests.conftest import FIXTURES, Ingress
@@ -341,3 +343,34 @@ async def test_a_failed_refetch_keeps_the_keys_it_had() -> None:
     with pytest.raises(JwksUnavailable):
         await cache.keys_for("new", "RS256")
     assert len(await cache.keys_for("rsa-1", "RS256")) == 1
+
+
+async def test_verified_tokens_are_remembered_until_exp_and_a_new_key_set(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A token is verified once and then remembered until exp + leeway, or until the next
+    key set loads (a removed key must not keep opening the door)."""
+    verifications = []
+    decode = jwt.decode
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        verifications.append(1)
+        return decode(*args, **kwargs)
+
+    monkeypatch.setattr("gateway.auth_jwt.jwt.decode", counting)
+    loader, now = FakeLoader(), [time.time()]
+    cache = JwksCache("s", loader)
+    auth = JwtAuth(jwt_source(jwks_file="unused"), cache, clock=lambda: now[0])
+    await cache.start()
+    token = RSA.token(exp=int(now[0]) + 100)
+    headers = {"Authorization": f"Bearer {token}"}
+    moment = datetime.now(UTC)
+    for _ in range(3):
+        assert (await auth.check(headers, None, None, moment)).outcome is Outcome.ACCEPTED
+    assert len(verifications) == 1
+    now[0] += 100 + 60 + 1  # past exp + leeway: verified again (and PyJWT decides)
+    await auth.check(headers, None, None, moment)
+    assert len(verifications) == 2
+    loader.document = orjson.dumps({"keys": [EC.jwk]})  # the RSA key is withdrawn
+    assert await cache.keys_for("unknown-kid", "RS256") == []  # triggers the reload
+    assert (await auth.check(headers, None, None, moment)).outcome is Outcome.REFUSED

@@ -44,6 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import bench_jwt
 import broker
 import loadgen
 import measure
@@ -61,6 +62,7 @@ ROOT = HERE.parents[1]
 CALLBACK_PATH = "/callbacks/camara"
 TARGETS = (
     "gateway",
+    "gateway-jwt",
     "gateway-workers-2",
     "node-peer",
     "go-peer",
@@ -75,6 +77,7 @@ TARGETS = (
 SECTION_TARGETS = {
     "ingress": (
         "gateway",
+        "gateway-jwt",
         "gateway-workers-2",
         "node-peer",
         "go-peer",
@@ -110,6 +113,7 @@ class Context:
     devices: int = 1000
     rounds: int = 1
     appendix: list[str] = dataclasses.field(default_factory=list)
+    jwt: bench_jwt.Credentials = dataclasses.field(default_factory=bench_jwt.credentials)
 
     @property
     def logs(self) -> Path:
@@ -128,24 +132,32 @@ def _python() -> str:
 # --- HTTP targets -------------------------------------------------------------------------
 
 
-def _wrk(ctx: Context, url: str, seconds: float) -> loadgen.WrkResult:
+def _wrk(ctx: Context, url: str, seconds: float, token: str | None = None) -> loadgen.WrkResult:
     return loadgen.run_wrk(
         url,
         body_file=ctx.body_file,
-        token=ctx.token,
+        token=ctx.token if token is None else token,
         seconds=seconds,
         connections=ctx.connections,
         threads=ctx.threads,
     )
 
 
-def _load(ctx: Context, server: Server, row: Row, *, profile_as: str | None = None) -> None:
+def _load(
+    ctx: Context,
+    server: Server,
+    row: Row,
+    *,
+    profile_as: str | None = None,
+    path: str = CALLBACK_PATH,
+    token: str | None = None,
+) -> None:
     """Warm up, then measure with wrk; fill ``row`` (rate counts 2xx answers only)."""
-    url = server.url(CALLBACK_PATH)
+    url = server.url(path)
     ok_before = 0
     if ctx.warmup > 0:
         say(f"{row.name}: warm-up {ctx.warmup:g}s")
-        warm = _wrk(ctx, url, ctx.warmup)
+        warm = _wrk(ctx, url, ctx.warmup, token)
         ok_before = warm.ok2xx
         if warm.non2xx:
             row.notes.append(f"warm-up non-2xx: {warm.non2xx} {warm.statuses}")
@@ -154,7 +166,7 @@ def _load(ctx: Context, server: Server, row: Row, *, profile_as: str | None = No
         recording = profiling.record(server.pid, ctx.duration, ctx.out, profile_as)
     say(f"{row.name}: measuring {ctx.duration:g}s at {ctx.connections} connections")
     cpu_before = _tree_cpu(server.pid)
-    result = _wrk(ctx, url, ctx.duration)
+    result = _wrk(ctx, url, ctx.duration, token)
     cpu_used = _tree_cpu(server.pid) - cpu_before
     row.rate = result.ok2xx / result.seconds
     if result.ok2xx:
@@ -205,13 +217,26 @@ def bench_gateway(ctx: Context) -> Row:
     return _bench_serve(ctx, row, [])
 
 
+def bench_gateway_jwt(ctx: Context) -> Row:
+    """``event-gateway serve`` with an ``auth = "jwt"`` source (ES256 tokens, JWKS file)."""
+    row = Row("gateway-jwt", "event-gateway serve, auth = jwt: ES256 token checked per request")
+    return _bench_serve(ctx, row, [], path="/callbacks/camara-jwt", token=ctx.jwt.token)
+
+
 def bench_gateway_workers(ctx: Context) -> Row:
     """``event-gateway serve --workers 2``: two processes on one port (SO_REUSEPORT)."""
     row = Row("gateway-workers-2", "serve --workers 2: two ingress processes, one port")
     return _bench_serve(ctx, row, ["--workers", "2"])
 
 
-def _bench_serve(ctx: Context, row: Row, extra: list[str]) -> Row:
+def _bench_serve(
+    ctx: Context,
+    row: Row,
+    extra: list[str],
+    *,
+    path: str = CALLBACK_PATH,
+    token: str | None = None,
+) -> Row:
     cli = Path(_python()).with_name("event-gateway")
     probe = subprocess.run(
         [str(cli), "serve", "--help"], capture_output=True, text=True, timeout=60, check=False
@@ -226,6 +251,7 @@ def _bench_serve(ctx: Context, row: Row, extra: list[str]) -> Row:
     with tempfile.TemporaryDirectory(prefix="bench-gateway-") as tmp:
         config = Path(tmp) / "gateway.toml"
         config.write_text(gateway_config(ctx, prefix, port, Path(tmp)), encoding="utf-8")
+        (Path(tmp) / "jwks.json").write_text(ctx.jwt.jwks, encoding="utf-8")
         argv = [str(cli), "serve", "--config", str(config), *extra]
         try:
             log = ctx.logs / f"{row.name}.log"
@@ -240,7 +266,8 @@ def _bench_serve(ctx: Context, row: Row, extra: list[str]) -> Row:
                         declare_exchange=False,
                     )
                 )
-                _load(ctx, server, row, profile_as="gateway" if ctx.profile and not extra else None)
+                profile_as = "gateway" if ctx.profile and not extra and token is None else None
+                _load(ctx, server, row, profile_as=profile_as, path=path, token=token)
                 _check_stored(ctx, row, f"{prefix}.bench")
             row.rss_kib = server.rss_kib
         finally:
@@ -274,6 +301,7 @@ def gateway_config(ctx: Context, prefix: str, port: int, tmp: Path) -> str:
             'adapter = "camara"',
             f"tokens = [{json.dumps(payload.digest(ctx.token))}]",
             "",
+            *bench_jwt.source_config(str(tmp / "jwks.json")),
         ]
     )
 
@@ -553,6 +581,7 @@ def ingress_section(ctx: Context) -> list[Row]:
         ctx,
         [
             ("gateway", bench_gateway),
+            ("gateway-jwt", bench_gateway_jwt),
             ("gateway-workers-2", bench_gateway_workers),
             ("node-peer", bench_node_peer),
             ("go-peer", bench_go_peer),
@@ -756,7 +785,15 @@ def main(argv: list[str] | None = None) -> int:
         devices=args.devices,
     )
     ctx.logs.mkdir(parents=True, exist_ok=True)
-    if ctx.only & {"gateway", "gateway-workers-2", "node-peer", "go-peer", "reference", "bare"}:
+    if ctx.only & {
+        "gateway",
+        "gateway-jwt",
+        "gateway-workers-2",
+        "node-peer",
+        "go-peer",
+        "reference",
+        "bare",
+    }:
         loadgen.ensure_wrk()
     setup = _setup(ctx, len(body), len(event_body))
     rounds: dict[str, list[list[Row]]] = {title: [] for title in SECTIONS}
