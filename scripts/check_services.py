@@ -11,12 +11,14 @@ SERVICES = {
     "rabbitmq": (
         "GATEWAY_AMQP_URL",
         "amqp://guest:guest@127.0.0.1:5672/",
-        "start it with `rabbitmq-server -detached` (or `docker compose up -d rabbitmq`)",
+        "start it with `docker compose -f docker-compose.deps.yml up -d --wait` "
+        "(or `rabbitmq-server -detached`)",
     ),
     "postgresql": (
         "TEST_POSTGRES_URL",
         "postgresql://postgres@127.0.0.1:5432/test",
-        "start it with `pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start`",
+        "start it with `docker compose -f docker-compose.deps.yml up -d --wait` "
+        "(or `pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start`)",
     ),
 }
 

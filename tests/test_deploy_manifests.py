@@ -1228,3 +1228,83 @@ def test_dashboard_queries_parse(tmp_path: Path) -> None:
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+# --- development dependencies (docker-compose.deps.yml) -------------------------------------
+
+DEPS_COMPOSE_FILE = ROOT / "docker-compose.deps.yml"
+DEPS_COMMAND = "docker compose -f docker-compose.deps.yml up -d --wait"
+
+
+@cache
+def deps_compose() -> Doc:
+    data: Doc = yaml.safe_load(DEPS_COMPOSE_FILE.read_text(encoding="utf-8"))
+    return data
+
+
+def published(service: Doc, container_port: int) -> tuple[str, int]:
+    """(host address, host port) a service publishes ``container_port`` on (short syntax)."""
+    for entry in service.get("ports", []):
+        parts = str(entry).split(":")
+        if int(parts[-1]) == container_port:
+            return (parts[0] if len(parts) == 3 else "0.0.0.0"), int(parts[-2])
+    pytest.fail(f"port {container_port} is not published")
+
+
+def test_deps_compose_file_matches_the_compose_spec() -> None:
+    """docker-compose.deps.yml validates against the compose spec bundled in check-jsonschema."""
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "check_jsonschema",
+            "--builtin-schema",
+            "vendor.compose-spec",
+            str(DEPS_COMPOSE_FILE),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_deps_rabbitmq_is_what_make_run_and_the_tests_expect() -> None:
+    """RabbitMQ on 127.0.0.1:5672 with the user and password of config/dev.toml and of the
+    test suite's default broker URL; the image is the stack's."""
+    from tests.broker import AMQP_URL
+
+    rabbitmq = deps_compose()["services"]["rabbitmq"]
+    assert rabbitmq["image"] == compose()["services"]["rabbitmq"]["image"]
+    dev = load_settings(str(ROOT / "config" / "dev.toml"), {})
+    for url in (dev.amqp.url, "amqp://guest:guest@127.0.0.1:5672/", AMQP_URL):
+        parts = urlsplit(url)
+        assert published(rabbitmq, 5672) == (parts.hostname, parts.port or 5672), url
+        assert rabbitmq["environment"]["RABBITMQ_DEFAULT_USER"] == parts.username
+        assert rabbitmq["environment"]["RABBITMQ_DEFAULT_PASS"] == parts.password
+    assert "rabbitmq-diagnostics" in rabbitmq["healthcheck"]["test"]
+
+
+def test_deps_postgres_is_what_the_tests_expect() -> None:
+    """PostgreSQL on 127.0.0.1:5432, user postgres without a password (trust), database test:
+    the test suite's default URL."""
+    from tests.broker import POSTGRES_URL
+
+    postgres = deps_compose()["services"]["postgres"]
+    parts = urlsplit(POSTGRES_URL)
+    env = postgres["environment"]
+    assert published(postgres, 5432) == (parts.hostname, parts.port or 5432)
+    assert env["POSTGRES_USER"] == parts.username
+    assert parts.password is None
+    assert env["POSTGRES_HOST_AUTH_METHOD"] == "trust"
+    assert env["POSTGRES_DB"] == parts.path.lstrip("/")
+    assert "pg_isready" in postgres["healthcheck"]["test"]
+
+
+def test_quick_start_and_service_hints_give_the_deps_command() -> None:
+    """README's quick start and `make run`'s one-line hint name the command that starts them."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert DEPS_COMMAND in readme
+    assert DEPS_COMMAND in (ROOT / "scripts" / "check_services.py").read_text(encoding="utf-8")
+    assert "docker compose up -d rabbitmq" not in readme
