@@ -219,7 +219,7 @@ def bench_gateway(ctx: Context) -> Row:
 
 def bench_gateway_jwt(ctx: Context) -> Row:
     """``event-gateway serve`` with an ``auth = "jwt"`` source (ES256 tokens, JWKS file)."""
-    row = Row("gateway-jwt", "event-gateway serve, auth = jwt: ES256 token checked per request")
+    row = Row("gateway-jwt", "serve, auth = jwt: ES256 token, verified once then remembered")
     return _bench_serve(ctx, row, [], path="/callbacks/camara-jwt", token=ctx.jwt.token)
 
 
