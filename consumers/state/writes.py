@@ -136,7 +136,7 @@ def check(write: Write) -> None:
     utc(write.version.time)
 
 
-W = TypeVar("W", RoamingWrite, CountryWrite, ReachabilityWrite, SubscriptionWrite, InboundWrite)
+W = TypeVar("W", RoamingWrite, CountryWrite, ReachabilityWrite, SubscriptionWrite)
 
 
 def _keep_greatest(kept: dict[str, W], key: str, write: W) -> None:
@@ -145,9 +145,14 @@ def _keep_greatest(kept: dict[str, W], key: str, write: W) -> None:
         kept[key] = write
 
 
+def _identity(write: InboundWrite) -> tuple[str, str]:
+    return (write.version.source, write.version.event_id)
+
+
 def reduce_writes(writes: Iterable[Write]) -> ReducedWrites:
     """Per key and field group the write with the greatest version (message statuses: the
-    earliest per status). Equal versions are the same event: the first is kept."""
+    earliest per status; inbound SMS: the greatest ``(source, event_id)``). Equal versions
+    are the same event: the first is kept."""
     roaming: dict[str, RoamingWrite] = {}
     country: dict[str, CountryWrite] = {}
     reachability: dict[str, ReachabilityWrite] = {}
@@ -170,7 +175,11 @@ def reduce_writes(writes: Iterable[Write]) -> ReducedWrites:
                 if kept is None or write.version < kept.version:
                     statuses[key] = write
             case InboundWrite():
-                _keep_greatest(inbound, write.message_id, write)
+                # One message id is one text: the greatest (source, id) keeps it, whatever
+                # the times (the store's statement compares the same pair).
+                kept_inbound = inbound.get(write.message_id)
+                if kept_inbound is None or _identity(write) > _identity(kept_inbound):
+                    inbound[write.message_id] = write
     devices = sorted({*roaming, *country, *reachability})
     return ReducedWrites(
         devices=[
