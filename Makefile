@@ -4,7 +4,7 @@ PYTHON ?= python3
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 
-.PHONY: install run serve test test-cluster test-newest lint format typecheck ci bench profile clean
+.PHONY: install run serve test test-cluster test-newest lint format typecheck ci bench profile stress clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -54,6 +54,10 @@ bench: install  ## wrk against the gateway and three baselines; prints the table
 profile: install  ## the gateway alone under load, sampled by py-spy (bench-results/gateway.svg)
 	$(BIN)/pip install --quiet -e '.[dev,bench]'
 	bash tests/benchmarks/profile.sh
+
+stress: install  ## the hostile mixes of issue 8 against a real ingress; prints the table (a benchmark)
+	@$(BIN)/python scripts/check_services.py rabbitmq
+	$(BIN)/python tests/benchmarks/stress.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache bench-results
