@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import io
 import logging
 import re
 import sys
 import threading
 import time
 from collections.abc import MutableMapping
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 
 import orjson
 import structlog
@@ -153,6 +154,11 @@ class BufferedBytesLogger:
     """
 
     def __init__(self, stream: BinaryIO, interval: float = 0.2) -> None:
+        if not isinstance(stream, io.BufferedIOBase):
+            # PYTHONUNBUFFERED=1 (or -u) makes sys.stdout.buffer a raw FileIO: a write system
+            # call per line again. Own a buffer over the same file descriptor (never closing it).
+            raw = io.FileIO(stream.fileno(), "wb", closefd=False)
+            stream = cast(BinaryIO, io.BufferedWriter(raw, buffer_size=1 << 16))
         self._write = stream.write
         self._stream = stream
         flusher = threading.Thread(
