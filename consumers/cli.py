@@ -1,4 +1,5 @@
-"""The worker side of the ``event-gateway`` CLI: ``consume``, ``state`` and ``dlq``.
+"""The worker side of the ``event-gateway`` CLI: ``consume`` and ``state`` (the queue tools,
+``dlq`` among them, are in ``gateway.queue_cli``).
 
 ``gateway.cli`` calls ``add_worker_commands(subparsers)``; each subcommand sets
 ``func(args, settings) -> int`` (exit code) as its default, to be called after the settings
@@ -21,7 +22,6 @@ from typing import Any
 
 import orjson
 
-from consumers.dlq import NoSuchQueue, list_dead_letters, replay_dead_letters, work_queue
 from consumers.handlers import HANDLERS, builtin_spec
 from consumers.loader import HandlerLoadError, load_handler
 from consumers.metrics import WorkerMetrics
@@ -36,7 +36,6 @@ from gateway.topology import Names
 __all__ = [
     "add_worker_commands",
     "consume_command",
-    "dlq_command",
     "main",
     "run_command",
     "run_worker",
@@ -50,7 +49,7 @@ log = get_logger("consumers.cli")
 
 
 def add_worker_commands(subparsers: argparse._SubParsersAction[Any]) -> None:
-    """Add ``consume``, ``state`` and ``dlq`` (contract §6) to a CLI's subparsers."""
+    """Add ``consume`` and ``state`` (contract §6) to a CLI's subparsers."""
     consume = subparsers.add_parser(
         "consume",
         help="run a worker: a built-in one, or --queue/--bind/--handler for your own",
@@ -101,14 +100,6 @@ def add_worker_commands(subparsers: argparse._SubParsersAction[Any]) -> None:
     state.add_argument("key", help="device key, subscription id, or Notify message id")
     _config_argument(state)
     state.set_defaults(func=state_command)
-
-    dlq = subparsers.add_parser(
-        "dlq", help="list a worker's dead-lettered messages, or replay them into its queue"
-    )
-    dlq.add_argument("action", choices=("list", "replay"))
-    dlq.add_argument("queue", help="work queue, short (roaming) or full (events.roaming)")
-    _config_argument(dlq)
-    dlq.set_defaults(func=dlq_command)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -250,29 +241,6 @@ async def _state(settings: Settings, kind: str, key: str) -> int:
     return 0
 
 
-# --- dlq -------------------------------------------------------------------------------------
-
-
-def dlq_command(args: argparse.Namespace, settings: Settings) -> int:
-    """``dlq list QUEUE`` (one JSON line per message) / ``dlq replay QUEUE``."""
-    queue = work_queue(settings.amqp, args.queue)
-    if args.action == "list":
-        return _run_async(_dlq_list(settings, queue))
-    return _run_async(_dlq_replay(settings, queue))
-
-
-async def _dlq_list(settings: Settings, queue: str) -> int:
-    for dead in await list_dead_letters(settings.amqp, queue):
-        _print_json(dead.as_json())
-    return 0
-
-
-async def _dlq_replay(settings: Settings, queue: str) -> int:
-    moved = await replay_dead_letters(settings.amqp, queue)
-    _print_json({"queue": queue, "replayed": moved})
-    return 0
-
-
 # --- shared ----------------------------------------------------------------------------------
 
 
@@ -284,9 +252,6 @@ def _run_async(coro: Any) -> int:
         code: int = run_event_loop(coro)
     except InvalidStateURL as exc:
         return _usage_error(str(exc))
-    except NoSuchQueue as exc:
-        print(f"{PROG}: {exc}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
         return 1
     except Exception as exc:

@@ -99,8 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
     hash_token.set_defaults(func=_hash_token, needs_settings=False)
 
     from consumers.cli import add_worker_commands
+    from gateway.queue_cli import add_queue_commands
 
     add_worker_commands(commands)
+    add_queue_commands(commands)
     return parser
 
 
