@@ -4,15 +4,21 @@ PYTHON ?= python3
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 
-.PHONY: install run serve test test-cluster test-newest lint format typecheck ci bench profile stress clean
+.PHONY: install lock run serve test test-cluster test-newest lint format typecheck ci bench profile soak stress clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
+	# The locked runtime versions first (what the image installs), then the package and dev tools.
+	$(BIN)/pip install --quiet --require-hashes --no-deps -r requirements.lock
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
 install: $(STAMP)
+
+lock: install  ## requirements.lock: every runtime dependency pinned with hashes (the image installs it)
+	$(BIN)/uv pip compile pyproject.toml --universal --python-version 3.11 --generate-hashes \
+		--no-header --quiet --upgrade -o requirements.lock
 
 run: install  ## ingress + built-in workers against the local RabbitMQ, development config
 	@$(BIN)/python scripts/check_services.py rabbitmq
@@ -54,6 +60,10 @@ bench: install  ## wrk against the gateway and three baselines; prints the table
 profile: install  ## the gateway alone under load, sampled by py-spy (bench-results/gateway.svg)
 	$(BIN)/pip install --quiet -e '.[dev,bench]'
 	bash tests/benchmarks/profile.sh
+
+soak: install  ## steady load through ingress + 3 workers on PostgreSQL; SOAK_MINUTES (default 10)
+	@$(BIN)/python scripts/check_services.py rabbitmq postgresql
+	$(BIN)/python tests/benchmarks/soak.py
 
 stress: install  ## the hostile mixes of issue 8 against a real ingress; prints the table (a benchmark)
 	@$(BIN)/python scripts/check_services.py rabbitmq
