@@ -186,6 +186,11 @@ class JwksCache:
         await self._load()
 
     async def close(self) -> None:
+        """Cancel a load in flight and close the loader's client."""
+        loading = self._loading
+        if loading is not None and not loading.done():
+            loading.cancel()
+            await asyncio.gather(loading, return_exceptions=True)
         close = getattr(self._loader, "close", None)
         if close is not None:
             await close()

@@ -374,3 +374,22 @@ async def test_verified_tokens_are_remembered_until_exp_and_a_new_key_set(
     loader.document = orjson.dumps({"keys": [EC.jwk]})  # the RSA key is withdrawn
     assert await cache.keys_for("unknown-kid", "RS256") == []  # triggers the reload
     assert (await auth.check(headers, None, None, moment)).outcome is Outcome.REFUSED
+
+
+async def test_close_cancels_a_load_in_flight() -> None:
+    """Shutting down while the JWKS endpoint hangs leaves no load running."""
+    started, hang = asyncio.Event(), asyncio.Event()
+
+    async def hanging() -> bytes:
+        started.set()
+        await hang.wait()
+        return b""
+
+    cache = JwksCache("s", hanging)
+    start = asyncio.ensure_future(cache.start())
+    await started.wait()
+    await cache.close()
+    start.cancel()
+    await asyncio.gather(start, return_exceptions=True)
+    assert not cache.loaded
+    assert all(task.done() or task is asyncio.current_task() for task in asyncio.all_tasks())
