@@ -29,14 +29,18 @@ ENV PATH=/opt/venv/bin:$PATH
 
 WORKDIR /src
 
-# Dependencies first, read from pyproject.toml, so that a code change reuses this layer.
+# Dependencies first, exactly the versions tested (requirements.lock, hashes checked: `make
+# lock` writes it from pyproject.toml), so a rebuild installs what CI ran and a code change
+# reuses this layer.
+COPY requirements.lock ./
+RUN pip install --require-hashes --no-deps -r requirements.lock
+
 COPY pyproject.toml README* LICENSE ./
-RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" > /tmp/requirements.txt \
-    && pip install -r /tmp/requirements.txt
 
 COPY gateway ./gateway
 COPY consumers ./consumers
 RUN pip install --no-deps . \
+    && pip check \
     && event-gateway --help > /dev/null
 
 # ---------------------------------------------------------------------------------------------
@@ -47,9 +51,10 @@ LABEL org.opencontainers.image.title="event-gateway" \
       org.opencontainers.image.description="Telecom and messaging callbacks to CloudEvents on RabbitMQ" \
       org.opencontainers.image.licenses="Apache-2.0"
 
+# No PYTHONUNBUFFERED: the JSON logger batches its writes (a write per line cost a quarter of
+# the request CPU) and flushes every 0.2 s and at exit.
 ENV PATH=/opt/venv/bin:$PATH \
-    PYTHONDONTWRITEBYTECODE=1 \
-    PYTHONUNBUFFERED=1
+    PYTHONDONTWRITEBYTECODE=1
 
 RUN groupadd --system --gid 10001 gateway \
     && useradd --system --uid 10001 --gid 10001 --home-dir /var/lib/event-gateway \

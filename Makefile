@@ -4,15 +4,21 @@ PYTHON ?= python3
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 
-.PHONY: install run serve test test-cluster test-newest lint format typecheck ci bench profile soak stress clean
+.PHONY: install lock run serve test test-cluster test-newest lint format typecheck ci bench profile soak stress clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
+	# The locked runtime versions first (what the image installs), then the package and dev tools.
+	$(BIN)/pip install --quiet --require-hashes --no-deps -r requirements.lock
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
 install: $(STAMP)
+
+lock: install  ## requirements.lock: every runtime dependency pinned with hashes (the image installs it)
+	$(BIN)/uv pip compile pyproject.toml --universal --python-version 3.11 --generate-hashes \
+		--no-header --quiet --upgrade -o requirements.lock
 
 run: install  ## ingress + built-in workers against the local RabbitMQ, development config
 	@$(BIN)/python scripts/check_services.py rabbitmq
