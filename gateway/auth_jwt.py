@@ -77,10 +77,15 @@ class UrlLoader:
         async with self._session.get(self._url, allow_redirects=False) as response:
             if response.status != 200:
                 raise ValueError(f"HTTP {response.status}")
-            body = await response.content.read(MAX_JWKS_BYTES + 1)
+            body = bytearray()
+            while len(body) <= MAX_JWKS_BYTES:  # read() may return less than asked
+                chunk = await response.content.read(MAX_JWKS_BYTES + 1 - len(body))
+                if not chunk:
+                    break
+                body += chunk
         if len(body) > MAX_JWKS_BYTES:
             raise ValueError(f"larger than {MAX_JWKS_BYTES} bytes")
-        return body
+        return bytes(body)
 
     async def close(self) -> None:
         if self._session is not None:

@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from gateway.auth import Outcome
-from gateway.auth_jwt import JwksCache, JwksUnavailable, JwtAuth, parse_jwks
+from gateway.auth_jwt import JwksCache, JwksUnavailable, JwtAuth, UrlLoader, parse_jwks
 from gateway.settings import Source
 from tests.broker import delete_everything, drain, message_count, unique_prefix
 from tests.conftest import FIXTURES, Ingress
@@ -393,3 +393,29 @@ async def test_close_cancels_a_load_in_flight() -> None:
     await asyncio.gather(start, return_exceptions=True)
     assert not cache.loaded
     assert all(task.done() or task is asyncio.current_task() for task in asyncio.all_tasks())
+
+
+async def test_a_large_jwks_is_read_whole_and_an_oversized_one_refused(
+    aiohttp_server: ServerFactory,
+) -> None:
+    """A JWKS of many keys arrives in several chunks and loads; over 1 MiB is refused."""
+    many = [rsa_key(f"k-{n}").jwk for n in range(40)]  # ~17 KB
+    documents = {"/ok": orjson.dumps({"keys": many}), "/huge": b" " * (2 << 20)}
+
+    async def serve(request: web.Request) -> web.Response:
+        return web.Response(body=documents[request.path], content_type="application/json")
+
+    app = web.Application()
+    app.router.add_get("/{name}", serve)
+    server = await aiohttp_server(app)
+    loader = UrlLoader(str(server.make_url("/ok")))
+    try:
+        assert len(parse_jwks(await loader())) == 40
+    finally:
+        await loader.close()
+    huge = UrlLoader(str(server.make_url("/huge")))
+    try:
+        with pytest.raises(ValueError, match="larger than"):
+            await huge()
+    finally:
+        await huge.close()
