@@ -110,9 +110,9 @@ class CallbackHandlers:
                 "too many request bodies are being processed; retry later",
                 headers={"Retry-After": "1"},
             )
-        except BodyNotReceived as exc:  # nobody is listening for the answer any more
-            log.info("body not received", status=408, error=str(exc))
-            response = problem_response(408, "the body did not arrive")
+        except BodyNotReceived as exc:  # broken framing; or the client is gone (no one hears)
+            log.info("body not received", status=400, error=str(exc))
+            response = problem_response(400, "the body did not arrive whole")
         finally:
             charge.release()
         self._metrics.observe(
