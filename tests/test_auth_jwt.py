@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import hashlib
 import hmac
 import json
@@ -147,6 +148,7 @@ async def test_valid_tokens_are_accepted(ingress_jwt: Ingress, key: Key) -> None
     assert len(await drain(ingress_jwt.channel, ingress_jwt.capture, 1)) == 1
 
 
+@functools.cache
 def _refused_tokens() -> dict[str, str]:
     now = int(time.time())
     public_pem = RSA.private.public_key().public_bytes(
