@@ -606,3 +606,16 @@ def test_sender_partition_key_without_derivable_entity_is_kept() -> None:
     body = {**fixture("camara-subscription-started-roaming.json"), "partitionkey": "mine"}
     body["data"] = {"subscriptionId": "s", "initiationReason": "SUBSCRIPTION_CREATED"}
     assert send(body)[0]["partitionkey"] == "mine"
+
+
+def test_cloudevents_adapter_takes_x_correlator_too() -> None:
+    """A CAMARA sender pointed at a cloudevents source keeps its x-correlator as well."""
+    from gateway.adapters import cloudevents
+
+    raw = orjson.dumps(fixture("camara-roaming-on.json"))
+    request = headers("application/cloudevents+json", ("X-Correlator", "abc-1"))
+    [event] = cloudevents.normalize(request, raw, CTX)
+    assert event["xcorrelator"] == "abc-1"
+    sent = {**fixture("camara-roaming-on.json"), "xcorrelator": "own"}
+    [kept] = cloudevents.normalize(request, orjson.dumps(sent), CTX)
+    assert kept["xcorrelator"] == "own"

@@ -21,7 +21,6 @@ a sender's ``partitionkey`` that names another entity is refused (400 naming it)
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Mapping
 from typing import Any, Final
 
@@ -29,6 +28,7 @@ import orjson
 
 from gateway.adapters.cloudevents import finish, read_cloudevents
 from gateway.adapters.context import Context
+from gateway.adapters.correlation import add_correlator
 from gateway.adapters.envelope import check_id, check_time, load_object, validate_event
 from gateway.adapters.errors import BadRequest
 from gateway.adapters.media import BATCH, media_type
@@ -59,8 +59,6 @@ DEVICE_STATUS_TYPES: Final[Mapping[str, Mapping[str, str]]] = {
     for event_type in ("CONNECTIVITY", "DEVICE_STATUS_CHANGED")
 }
 _DIGEST_HEX_CHARS = 32
-# CAMARA Commonalities' x-correlator schema; another value is not copied into the event.
-_CORRELATOR = re.compile(r"[a-zA-Z0-9\-_:;./<>{}]{1,256}")
 
 
 def normalize(headers: Mapping[str, str], body: bytes, ctx: Context) -> list[CloudEvent]:
@@ -83,10 +81,7 @@ def normalize(headers: Mapping[str, str], body: bytes, ctx: Context) -> list[Clo
     batch = media_type(headers.get("Content-Type")) == BATCH
     for index, event in enumerate(events):
         check_partition_key(event, f"[{index}]." if batch else "")
-    correlator = headers.get("x-correlator")
-    if correlator is not None and _CORRELATOR.fullmatch(correlator):
-        for event in events:
-            event.setdefault("xcorrelator", correlator)
+    add_correlator(events, headers)
     return events
 
 

@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from gateway.adapters.context import Context
+from gateway.adapters.correlation import add_correlator
 from gateway.adapters.envelope import load_json, load_object, stamp, validate_event
 from gateway.adapters.errors import BadRequest, TooManyEvents, UnsupportedMediaType
 from gateway.adapters.media import BATCH, STRUCTURED, is_json, media_type
@@ -40,6 +41,7 @@ def normalize(headers: Mapping[str, str], body: bytes, ctx: Context) -> list[Clo
             "(binary mode) with a ce-specversion header",
             field="specversion",
         )
+    add_correlator(events, headers)
     return events
 
 
