@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+from pathlib import Path
 
 import aio_pika
 import orjson
@@ -21,6 +23,7 @@ from gateway.topology import (
 )
 from tests.broker import AMQP_URL, message_count
 from tests.conftest import IngressFactory
+from tests.processes import EVENT_GATEWAY, clean_env
 
 QUORUM_AND_CLASSIC = pytest.mark.parametrize("queue_type", ["quorum", "classic"])
 
@@ -150,3 +153,26 @@ async def test_an_existing_store_with_other_arguments_is_a_clear_error(
             await declare_ingress(await connection.channel(), settings)
     assert f"'{prefix}.rejected'" in str(raised.value)
     assert "delete it" in str(raised.value)
+
+
+async def test_topology_command_names_an_old_store_in_one_line(
+    amqp: AbstractRobustConnection, prefix: str, tmp_path: Path
+) -> None:
+    """``event-gateway topology`` on an old .unrouted: exit 1 and one line saying what to do."""
+    channel = await amqp.channel()
+    await channel.declare_queue(
+        f"{prefix}.unrouted", durable=True, arguments={"x-queue-type": "quorum"}
+    )
+    config = tmp_path / "gateway.toml"
+    config.write_text(f'[amqp]\nurl = "{AMQP_URL}"\nexchange = "{prefix}"\n', encoding="utf-8")
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [EVENT_GATEWAY, "topology", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=clean_env(),
+    )
+    assert done.returncode == 1
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert f"'{prefix}.unrouted' exists with other arguments" in done.stderr
