@@ -112,6 +112,9 @@ def _lenient_properties(flags: int, data: bytes, problem: str) -> commands.Basic
     properties.headers = headers
     if properties.delivery_mode not in (None, 1, 2):
         properties.delivery_mode = 2
+    if not isinstance(properties.timestamp, datetime.datetime | None):
+        headers["x-gateway-timestamp"] = properties.timestamp  # what it was, as text
+        properties.timestamp = None
     return properties
 
 
@@ -136,11 +139,13 @@ def _short_text(data: bytes, offset: int) -> tuple[int, str]:
 
 
 def _timestamp(data: bytes) -> tuple[int, Any]:
+    """A datetime, or for one Python cannot hold, its number as text (a u64 may not fit the
+    signed integers a table can carry)."""
     (seconds,) = struct.unpack(">Q", data[:8])
     try:
         return 8, datetime.datetime.fromtimestamp(seconds, tz=datetime.UTC)
     except (OverflowError, OSError, ValueError):
-        return 8, seconds
+        return 8, f"{seconds} (not a valid time)"
 
 
 def _table(data: bytes) -> tuple[int, dict[str, Any]]:

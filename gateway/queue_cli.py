@@ -306,6 +306,8 @@ def _run(
         return _fail(f"broker error: {exc or type(exc).__name__}")
     except KeyboardInterrupt:
         return 1
+    except Exception as exc:  # a runtime failure is one line, never a traceback
+        return _fail(f"{type(exc).__name__}: {exc}")
 
 
 async def _unless_stopped(waiting: Any, stop: asyncio.Event) -> DeliveredMessage | None:
