@@ -46,6 +46,7 @@ _SECRETS = (
 )
 # Fields that hold free text: scrubbed whole, not only matched as a whole value.
 FREE_TEXT_KEYS = ("event", "error", "reason", "detail", "exception", "message")
+_FREE_TEXT = frozenset(FREE_TEXT_KEYS)
 PERSONAL_KEYS = frozenset(
     {
         "device",
@@ -94,17 +95,19 @@ def mask_personal_data(
     _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
 ) -> MutableMapping[str, Any]:
     """structlog processor: mask personal values in every field, scrub free text, drop
-    message text. The per-event line is hot: a value is examined only when it ends in a
-    digit or holds an ``@``; free text is scrubbed only where it is not a constant."""
-    for key in TEXT_KEYS & event_dict.keys():
-        del event_dict[key]
+    message text. The per-event line is hot: one pass; a value is examined only when it ends
+    in a digit or holds an ``@``; our own constant ``event`` text is not rescanned."""
+    if not TEXT_KEYS.isdisjoint(event_dict):
+        for key in TEXT_KEYS & event_dict.keys():
+            del event_dict[key]
+    foreign = "logger" in event_dict  # a library's record: its message is free text
     for key, value in event_dict.items():
-        if type(value) is str and value and (value[-1] in _DIGITS or "@" in value):
-            event_dict[key] = mask(value)
-    for key in FREE_TEXT_KEYS:
-        value = event_dict.get(key)
-        if type(value) is str and (key != "event" or "logger" in event_dict):
+        if type(value) is not str or not value:
+            continue
+        if key in _FREE_TEXT and (foreign or key != "event"):
             event_dict[key] = scrub(value)
+        elif value[-1] in _DIGITS or "@" in value:
+            event_dict[key] = mask(value)
     return event_dict
 
 
