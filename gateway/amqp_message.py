@@ -17,12 +17,15 @@ import orjson
 from aio_pika import DeliveryMode, Message
 
 from gateway.amqp_wire import Outgoing, string_table, table_key
-from gateway.cloudevent import HEADER_ATTRIBUTES, CloudEvent
+from gateway.cloudevent import HEADER_ATTRIBUTES, TRACE_ATTRIBUTES, CloudEvent
 
 CONTENT_TYPE = "application/cloudevents+json"
 APP_ID = "event-gateway"
 PERSISTENT = int(DeliveryMode.PERSISTENT)
-_HEADER_NAMES = tuple((name, f"ce-{name}") for name in HEADER_ATTRIBUTES)
+_HEADER_NAMES = (
+    *((name, f"ce-{name}") for name in HEADER_ATTRIBUTES),
+    *((name, name) for name in TRACE_ATTRIBUTES),  # W3C names: what tracing tools read
+)
 _HEADER_KEYS = tuple((name, table_key(header)) for name, header in _HEADER_NAMES)
 _MAX_SHORT_STRING = 255
 # Bytes of a content header frame besides its variable parts: frame type, channel, size and
@@ -57,7 +60,8 @@ def _utf8_len(text: str) -> int:
 
 
 def ce_headers(event: CloudEvent) -> dict[str, str]:
-    """The attributes repeated as ``ce-*`` headers, for header-based filtering."""
+    """The attributes repeated as ``ce-*`` headers, for header-based filtering, and the trace
+    context as ``traceparent``/``tracestate``."""
     return {
         header: str(event[name]) for name, header in _HEADER_NAMES if event.get(name) is not None
     }

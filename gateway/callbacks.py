@@ -33,6 +33,8 @@ from gateway.rate_limit import retry_after
 from gateway.rejected import rejected_record
 from gateway.settings import Settings, Source
 from gateway.source_access import SourceAccess
+from gateway.trace_context import incoming_trace_context
+from gateway.tracing import ingress_tracing
 
 log = get_logger("gateway.callbacks")
 
@@ -75,6 +77,13 @@ class CallbackHandlers:
         self._max_events = settings.http.max_events_per_request
         self._too_large = f"the body is larger than {self._max_body} bytes"
         self._publisher = publisher
+        # §9: OpenTelemetry spans when configured (None: off, one check per request), and the
+        # request's W3C trace context for its events (the receive span's when tracing).
+        self._tracing = ingress_tracing()
+        self._exchange = settings.amqp.exchange
+        self._trace_context = (
+            incoming_trace_context if self._tracing is None else self._tracing.event_trace_context
+        )
         self._metrics = metrics
         self._clock = clock
         self.inflight = InflightBudget(
@@ -102,7 +111,15 @@ class CallbackHandlers:
         started = time.perf_counter()
         charge = request[BODY_CHARGE] = self.inflight.charge(source.name if source else "")
         try:
-            response = await self._handle(request, source)
+            if self._tracing is None:
+                response = await self._handle(request, source)
+            else:
+                response = await self._tracing.request(
+                    request.headers,
+                    source.name if source else UNKNOWN_SOURCE,
+                    request.path,
+                    lambda: self._handle(request, source),
+                )
         except InflightFull:
             log.warning("callback not accepted: in-flight bytes", status=503)
             response = problem_response(
@@ -158,6 +175,7 @@ class CallbackHandlers:
                 return await self._reject(request, source, 413, self._too_large, received_at, None)
 
         try:
+            traceparent, tracestate = self._trace_context(request.headers)
             ctx = Context(
                 source.name,
                 received,
@@ -165,6 +183,8 @@ class CallbackHandlers:
                 self._max_events,
                 self._publisher.frame_max,
                 received_at,
+                traceparent=traceparent,
+                tracestate=tracestate,
             )
             events = self._adapters[source.name](request.headers, body, ctx)
         except AdapterError as exc:
@@ -185,7 +205,11 @@ class CallbackHandlers:
             )
 
         try:
-            await self._publisher.publish_events(events, received_at)
+            publishing = self._publisher.publish_events(events, received_at)
+            if self._tracing is None:
+                await publishing
+            else:
+                await self._tracing.publish(publishing, self._exchange, len(events))
         except BrokerUnavailable as exc:
             self._metrics.failed.inc(len(events))
             log.warning("callback not accepted", source=source.name, status=503, error=str(exc))

@@ -18,6 +18,7 @@ Command = Callable[[argparse.Namespace, Settings], int]
 
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
+TRACED_COMMANDS = frozenset({"serve", "run", "consume"})  # the ones that handle events
 
 
 class _Commands(argparse._SubParsersAction):  # type: ignore[type-arg]
@@ -126,6 +127,10 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
 
     level = getattr(args, "log_level", "info")
     configure_logging(settings.log_format, level=logging.getLevelNamesMapping()[level.upper()])
+    if args.command in TRACED_COMMANDS:
+        from gateway.tracing import configure_tracing
+
+        configure_tracing()  # off unless the otel extra is installed and OTEL_* ask for it
     sys.exit(handler(args, settings))
 
 

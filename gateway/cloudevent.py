@@ -17,6 +17,8 @@ SPECVERSION = "1.0"
 REQUIRED_ATTRIBUTES = ("id", "source", "type", "specversion")
 # Attributes repeated as AMQP headers, for header-based filtering (contract §4).
 HEADER_ATTRIBUTES = ("id", "source", "type", "specversion", "time", "partitionkey")
+# CloudEvents Distributed Tracing: also AMQP headers, under their W3C names (contract §9).
+TRACE_ATTRIBUTES = ("traceparent", "tracestate")
 # RFC 3339 section 5.6 date-time: date, "T" (or "t" or a space), time, fraction, zone.
 _RFC3339 = re.compile(
     r"([0-9]{4}-[0-9]{2}-[0-9]{2})[Tt ]([0-9]{2}:[0-9]{2}:[0-9]{2})(\.[0-9]+)?"

@@ -24,6 +24,10 @@ class Context:
     max_events: int = DEFAULT_MAX_EVENTS  # [http] max_events_per_request: more is 413
     frame_max: int = DEFAULT_FRAME_MAX  # the broker connection's frame size (0: no limit)
     received_at: datetime | None = None  # ``received`` as a datetime, when the caller has it
+    # The request's W3C trace context (gateway.trace_context): every event without its own
+    # gets it as its ``traceparent``/``tracestate`` (CloudEvents Distributed Tracing, §9).
+    traceparent: str | None = None
+    tracestate: str | None = None
     # The latest event ``time`` accepted: receive time plus the skew.
     latest_time: datetime = field(init=False, repr=False, compare=False)
 

@@ -181,6 +181,10 @@ def stamp(event: CloudEvent, ctx: Context, prefix: str = "") -> CloudEvent:
     event["specversion"] = SPECVERSION
     event["gatewaysource"] = ctx.source_name
     event["gatewayreceived"] = ctx.received
+    if ctx.traceparent is not None and "traceparent" not in event:
+        event["traceparent"] = ctx.traceparent
+        if ctx.tracestate is not None:
+            event["tracestate"] = ctx.tracestate
     check_attributes(event, ctx.latest_time, prefix)
     check_frame(event, ctx.frame_max, prefix)
     return event

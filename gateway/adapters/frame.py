@@ -13,10 +13,12 @@ from __future__ import annotations
 from gateway.adapters.attributes import MAX_ATTRIBUTE_BYTES, MAX_ID_BYTES, MAX_TYPE_BYTES
 from gateway.adapters.errors import BadRequest
 from gateway.amqp_message import header_frame_size
-from gateway.cloudevent import HEADER_ATTRIBUTES, CloudEvent
+from gateway.cloudevent import HEADER_ATTRIBUTES, TRACE_ATTRIBUTES, CloudEvent
 
 # The largest header frame an event within the attribute limits can need.
-_LARGEST_EVENT: CloudEvent = {name: "x" * MAX_ATTRIBUTE_BYTES for name in HEADER_ATTRIBUTES} | {
+_LARGEST_EVENT: CloudEvent = {
+    name: "x" * MAX_ATTRIBUTE_BYTES for name in (*HEADER_ATTRIBUTES, *TRACE_ATTRIBUTES)
+} | {
     "id": "x" * MAX_ID_BYTES,
     "type": "x" * MAX_TYPE_BYTES,
 }
@@ -32,7 +34,11 @@ def check_frame(event: CloudEvent, frame_max: int, prefix: str = "") -> None:
     if size <= frame_max:
         return
     largest = max(
-        (name for name in HEADER_ATTRIBUTES if isinstance(event.get(name), str)),
+        (
+            name
+            for name in (*HEADER_ATTRIBUTES, *TRACE_ATTRIBUTES)
+            if isinstance(event.get(name), str)
+        ),
         key=lambda name: len(event[name]),
     )
     raise BadRequest(
