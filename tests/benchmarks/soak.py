@@ -47,6 +47,7 @@ POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.
 WORKERS = ("roaming", "reachability", "sms")
 CAMARA = "org.camaraproject"
 TOKENS = {"camara": "soak-camara-token", "notify-status": "soak-notify-token"}
+CLIENT_CONNECTIONS = 32
 
 
 def free_port() -> int:
@@ -227,7 +228,9 @@ async def soak(minutes: float, warmup: float, rate: float, growth: float) -> int
     try:
         processes.update(start(commands, workdir, env))
         base = f"http://127.0.0.1:{port}"
-        async with aiohttp.ClientSession() as http:
+        # A bounded keep-alive pool, so the ingress's open fds show leaks, not pool growth.
+        connector = aiohttp.TCPConnector(limit=CLIENT_CONNECTIONS)
+        async with aiohttp.ClientSession(connector=connector) as http:
             await wait_ready(http, base, processes)
             await wait_queues(connection, prefix, processes)
             channel = await connection.channel()
