@@ -284,16 +284,21 @@ class Worker:
         self._ended, self._end_reason = asyncio.Event(), None
         self._closing, self._acks = False, AckTracker()
         ended = self._ended
-        connection.close_callbacks.add(
-            lambda _sender, exc=None: self._end_session(f"connection closed: {_reason(exc)}")
-        )
+
+        def closed(what: str) -> Callable[..., None]:
+            # Only this session's: a close that completes late must not end the next one.
+            def callback(_sender: Any, exc: BaseException | None = None) -> None:
+                if self._ended is ended:
+                    self._end_session(f"{what} closed: {_reason(exc)}")
+
+            return callback
+
+        connection.close_callbacks.add(closed("connection"))
         try:
             async with asyncio.timeout(SETUP_TIMEOUT_S):
                 channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
                 self._channel = channel
-                channel.close_callbacks.add(
-                    lambda _sender, exc=None: self._end_session(f"channel closed: {_reason(exc)}")
-                )
+                channel.close_callbacks.add(closed("channel"))
                 await channel.set_qos(prefetch_count=workers.prefetch)
                 queue = await declare_worker_queue(
                     channel, amqp, workers, self.spec.queue, self.spec.bindings
