@@ -7,7 +7,7 @@ from datetime import timedelta, timezone
 import pytest
 
 from consumers.state import StateStore
-from consumers.state.writes import Version
+from consumers.state.writes import Version, Write
 from tests.state_fixtures import (  # noqa: F401 - pytest fixtures, registered by import
     DEVICE,
     LATER,
@@ -150,7 +150,7 @@ async def test_unknown_keys_are_none(store: StateStore) -> None:
 
 async def test_same_writes_twice_change_nothing(store: StateStore) -> None:
     """Applying a batch again leaves every entity as it was."""
-    batch = [
+    batch: list[Write] = [
         roaming(True, v()),
         country(208, ("FR",), v(rank=1)),
         reach("DATA", v()),
