@@ -35,6 +35,7 @@ from aiohttp.web_request import BaseRequest
 from aiohttp.web_response import StreamResponse
 
 from gateway.logs import get_logger
+from gateway.memory import MemoryTrimmer
 from gateway.problem import problem_response
 from gateway.settings import HttpSettings
 
@@ -43,6 +44,11 @@ log = get_logger("gateway.connections")
 # Descriptors kept for everything but client connections: the listening socket, the event
 # loop's own, the broker connection(s), the state store under ``run``, logs, /proc reads.
 RESERVED_FDS = 100
+# aiohttp's per-connection read buffer (default 64 KiB; it pauses reading at twice this):
+# what a connection holds of a body its handler has not asked for yet.
+READ_BUFSIZE = 2**14
+# Give freed memory back once the open connections fall under half their peak (if >= this).
+TRIM_AFTER_CONNECTIONS = 64
 SERVER_NAME = "event-gateway"  # the Server header: no version banner
 # The [http] settings the server applies (set by ``create_app``; defaults when absent).
 HTTP_SETTINGS = web.AppKey("http_settings", HttpSettings)
@@ -99,6 +105,8 @@ class ConnectionGuard:
         self.idle: dict[GuardedRequestHandler, None] = {}
         self.evicted = 0
         self.refused = 0
+        self._peak = 0
+        self._trimmer = MemoryTrimmer()
         self._warned_at = -1e9
 
     def __call__(self) -> GuardedRequestHandler:
@@ -108,6 +116,7 @@ class ConnectionGuard:
             loop=asyncio.get_running_loop(),
             keepalive_timeout=self.keepalive_timeout_s,
             access_log=None,
+            read_bufsize=READ_BUFSIZE,
         )
 
     def admit(self, handler: GuardedRequestHandler) -> bool:
@@ -124,11 +133,16 @@ class ConnectionGuard:
                 self._warn("connection limit reached and every connection is busy: refusing")
                 return False
         self.open.add(handler)
+        if len(self.open) > self._peak:
+            self._peak = len(self.open)
         return True
 
     def forget(self, handler: GuardedRequestHandler) -> None:
         self.open.discard(handler)
         self.idle.pop(handler, None)
+        if self._peak >= TRIM_AFTER_CONNECTIONS and 2 * len(self.open) < self._peak:
+            self._peak = len(self.open)  # a burst of connections is over: what they read is
+            self._trimmer.request()  # freed, give it back (gateway.memory)
 
     def _warn(self, message: str) -> None:
         now = asyncio.get_running_loop().time()
