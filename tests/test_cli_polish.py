@@ -144,6 +144,7 @@ def wait_ready(port: int, timeout: float) -> bool:
 def test_packages_are_typed_and_licensed() -> None:
     """Both packages ship py.typed; the distribution declares an SPDX licence with its file."""
     for package in (gateway, consumers):
+        assert package.__file__ is not None
         assert (Path(package.__file__).parent / "py.typed").exists(), package.__name__
     meta = metadata.metadata("event-gateway")
     assert meta["License-Expression"] == "Apache-2.0"

@@ -270,7 +270,7 @@ def test_every_status_the_code_answers_is_documented() -> None:
     assert found - {500} <= documented, sorted(found - {500} - documented)
 
 
-Client = TestClient  # type: ignore[type-arg]
+Client = TestClient[web.Request, web.Application]
 
 
 @pytest.fixture
