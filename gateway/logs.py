@@ -24,6 +24,7 @@ import sys
 import threading
 import time
 from collections.abc import MutableMapping
+from types import TracebackType
 from typing import Any, BinaryIO, cast
 
 import orjson
@@ -220,6 +221,25 @@ def configure_logging(log_format: str = "json", level: int = logging.INFO) -> No
     root.setLevel(logging.DEBUG if level <= logging.DEBUG else logging.WARNING)
     logging.raiseExceptions = False  # a failing record is dropped, never printed to stderr
     logging.captureWarnings(True)
+    sys.excepthook = _log_uncaught
+    threading.excepthook = _log_uncaught_in_thread
+
+
+def _log_uncaught(
+    kind: type[BaseException], error: BaseException, traceback: TracebackType | None
+) -> None:
+    """An exception nothing caught: one scrubbed line, not a raw traceback on stderr."""
+    if issubclass(kind, KeyboardInterrupt):
+        sys.__excepthook__(kind, error, traceback)
+        return
+    structlog.get_logger("gateway").critical(
+        "uncaught exception", logger="python", exc_info=(kind, error, traceback)
+    )
+
+
+def _log_uncaught_in_thread(args: threading.ExceptHookArgs) -> None:
+    if args.exc_value is not None:
+        _log_uncaught(args.exc_type, args.exc_value, args.exc_traceback)
 
 
 def get_logger(name: str) -> Any:

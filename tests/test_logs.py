@@ -168,3 +168,25 @@ def test_library_level_follows_the_configured_level() -> None:
         logging.raiseExceptions = before[2]
         logging.captureWarnings(False)
         structlog.configure(**config)
+
+
+def test_uncaught_exceptions_are_scrubbed_json_lines_not_tracebacks_on_stderr() -> None:
+    """An exception nothing caught (main thread or another) is one scrubbed line on stdout."""
+    program = (
+        "import threading\n"
+        "from gateway.logs import configure_logging\n"
+        "configure_logging('json')\n"
+        "def fail():\n"
+        "    raise ValueError('Authorization: Bearer t0ken')\n"
+        "thread = threading.Thread(target=fail)\n"
+        "thread.start()\n"
+        "thread.join()\n"
+        "raise RuntimeError('access_token=t0ken')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, timeout=30)
+    assert done.returncode == 1
+    assert done.stderr == b""
+    lines = [orjson.loads(line) for line in done.stdout.splitlines()]
+    assert [line["event"] for line in lines] == ["uncaught exception"] * 2
+    assert b"t0ken" not in done.stdout
+    assert "RuntimeError" in lines[1]["exception"]
