@@ -6,6 +6,7 @@ import io
 import logging
 import subprocess
 import sys
+import threading
 import time
 
 import orjson
@@ -157,6 +158,7 @@ def test_library_level_follows_the_configured_level() -> None:
     root = logging.getLogger()
     before = (root.level, root.handlers[:], logging.raiseExceptions)
     config = structlog.get_config()
+    hooks = (sys.excepthook, threading.excepthook)
     try:
         configure_logging("json", level=logging.INFO)
         assert root.level == logging.WARNING
@@ -168,6 +170,7 @@ def test_library_level_follows_the_configured_level() -> None:
         logging.raiseExceptions = before[2]
         logging.captureWarnings(False)
         structlog.configure(**config)
+        sys.excepthook, threading.excepthook = hooks
 
 
 def test_uncaught_exceptions_are_scrubbed_json_lines_not_tracebacks_on_stderr() -> None:
