@@ -54,7 +54,13 @@ STRING_ATTRIBUTES = frozenset(
         *GATEWAY_ATTRIBUTES,
     }
 )
-_LIMITS = {"id": MAX_ID_BYTES, "type": MAX_TYPE_BYTES}
+_SKIP = -1
+# The byte limit of each known String attribute; _SKIP for the payload and the gateway's own.
+_STRING_LIMITS: dict[str, int] = (
+    dict.fromkeys(STRING_ATTRIBUTES, MAX_ATTRIBUTE_BYTES)
+    | {"id": MAX_ID_BYTES, "type": MAX_TYPE_BYTES}
+    | dict.fromkeys(PAYLOAD | GATEWAY_ATTRIBUTES, _SKIP)
+)
 _NAME = re.compile(r"[a-z0-9]+")
 _NONCHARACTERS = "".join(chr(plane << 16 | low) for plane in range(17) for low in (0xFFFE, 0xFFFF))
 # CloudEvents String: no C0/C1 controls, no surrogate code points, no noncharacters.
@@ -141,41 +147,52 @@ def check_attributes(event: dict[str, Any], latest: datetime | None, prefix: str
     ``latest`` is the latest ``time`` accepted (receive time plus the source's skew), or None
     for no bound.
     """
-    count = len(event) - len(PAYLOAD & event.keys()) - len(GATEWAY_ATTRIBUTES & event.keys())
-    if count > MAX_ATTRIBUTES:
-        raise BadRequest(
-            f"an event carries at most {MAX_ATTRIBUTES} attributes, this one {count}",
-            field=prefix.rstrip(".") or None,
-        )
-    for name, value in event.items():
-        if name in PAYLOAD:
-            continue
-        known = name in STRING_ATTRIBUTES
-        if not known and (len(name) > MAX_NAME_CHARS or not _NAME.fullmatch(name)):
+    if len(event) > MAX_ATTRIBUTES:  # the count is never more than len: usually nothing to do
+        keys = event.keys()
+        count = len(event) - len(PAYLOAD & keys) - len(GATEWAY_ATTRIBUTES & keys)
+        if count > MAX_ATTRIBUTES:
             raise BadRequest(
-                f"attribute names are lower-case letters a-z and digits 0-9, at most "
-                f"{MAX_NAME_CHARS} of them; {name[:MAX_NAME_CHARS]!r} is not one",
-                field=prefix + name[:MAX_NAME_CHARS],
+                f"an event carries at most {MAX_ATTRIBUTES} attributes, this one {count}",
+                field=prefix.rstrip(".") or None,
             )
-        if type(value) is str:
-            fault = text_fault(value, _LIMITS.get(name, MAX_ATTRIBUTE_BYTES))
+    for name, value in event.items():
+        limit = _STRING_LIMITS.get(name)
+        if limit is None:
+            _check_extension(name, value, prefix)
+            continue
+        if limit == _SKIP:
+            continue
+        if type(value) is not str:
+            raise BadRequest(f"{name} must be a string", field=prefix + name)
+        # Short printable ASCII, nearly every value, needs nothing more.
+        if len(value) > limit or not value.isascii() or not value.isprintable():
+            fault = text_fault(value, limit)
             if fault is not None:
                 raise BadRequest(f"{name} {fault}", field=prefix + name)
-            if name == "time":
-                _check_event_time(value, latest, prefix + name)
-            elif name == "type":
-                _check_routing_key(value, prefix + name)
-        elif known:
-            raise BadRequest(f"{name} must be a string", field=prefix + name)
-        elif type(value) is bool:
-            continue
-        elif type(value) is int:
-            if not INT32[0] <= value <= INT32[1]:
-                raise BadRequest(f"{name} is outside the 32-bit Integer range", prefix + name)
-        else:
-            raise BadRequest(
-                f"extension {name} must be a string, an integer or a boolean", prefix + name
-            )
+        if name == "time":
+            _check_event_time(value, latest, prefix + name)
+        elif name == "type":
+            _check_routing_key(value, prefix + name)
+
+
+def _check_extension(name: str, value: Any, prefix: str) -> None:
+    if len(name) > MAX_NAME_CHARS or not _NAME.fullmatch(name):
+        raise BadRequest(
+            f"attribute names are lower-case letters a-z and digits 0-9, at most "
+            f"{MAX_NAME_CHARS} of them; {name[:MAX_NAME_CHARS]!r} is not one",
+            field=prefix + name[:MAX_NAME_CHARS],
+        )
+    if type(value) is str:
+        fault = text_fault(value, MAX_ATTRIBUTE_BYTES)
+        if fault is not None:
+            raise BadRequest(f"{name} {fault}", field=prefix + name)
+    elif type(value) is int:
+        if not INT32[0] <= value <= INT32[1]:
+            raise BadRequest(f"{name} is outside the 32-bit Integer range", prefix + name)
+    elif type(value) is not bool:
+        raise BadRequest(
+            f"extension {name} must be a string, an integer or a boolean", prefix + name
+        )
 
 
 def _check_event_time(value: str, latest: datetime | None, field: str) -> None:
