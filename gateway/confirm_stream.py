@@ -35,7 +35,7 @@ from gateway.amqp_wire import Outgoing, PublishEncoder
 # timeout, then it fails): a burst of big batches makes other requests wait their turn instead
 # of failing, and a broker that stopped reading (a memory or disk alarm blocks publishers that
 # way) can't grow the buffer without bound while the senders retry.
-MAX_UNSENT_BYTES = 8 * 1024 * 1024
+MAX_UNSENT_BYTES = 1024 * 1024
 # How long a publish waiting for the socket to drain sleeps when the transport is over the
 # limit without having paused writing (its high-water mark is above the limit).
 DRAIN_POLL_S = 0.005
@@ -106,6 +106,11 @@ class ConfirmStream:
     def unsent_bytes(self) -> int:
         """Bytes written to the socket's transport that it has not sent yet."""
         return self._transport.get_write_buffer_size()
+
+    @property
+    def writable(self) -> bool:
+        """The socket holds at most the unsent-bytes limit: a publish may write now."""
+        return self._transport.get_write_buffer_size() <= self._max_unsent
 
     async def wait_writable(self) -> None:
         """Return once the socket holds at most the unsent-bytes limit. Raises ConnectionError

@@ -49,6 +49,7 @@ _RECONNECT_DELAYS = (0.5, 1.0, 2.0, 5.0)
 RECONNECT_INTERVAL_S = 1.0
 REJECTED_TYPE = "event-gateway.rejected"
 DEFAULT_FRAME_MAX = 131072  # RabbitMQ's, until a connection has negotiated one
+CHUNK = 256  # messages of one request written before the socket's fill level is checked again
 
 
 class Publisher:
@@ -284,21 +285,31 @@ class Publisher:
     async def _confirm_fast(self, messages: list[Outgoing], timestamp: int) -> None:
         """Write every message and wait for every confirm (``ConfirmStream``: the hot path).
         ``mandatory`` is off: the alternate exchange keeps unroutable events, and mandatory
-        with a reused message id can hang a publish (aio-pika #689)."""
+        with a reused message id can hang a publish (aio-pika #689).
+
+        A big batch is written ``CHUNK`` messages at a time, each chunk only once the socket
+        holds at most the stream's unsent-bytes limit: a burst of big batches then makes other
+        requests wait their turn at the socket (within the publish timeout), not fail or queue
+        behind every byte of the burst."""
         loop = asyncio.get_running_loop()
         started = loop.time()
+        deadline = started + self._timeout_s
+        confirms: list[asyncio.Future[Any]] = []
         try:
-            async with asyncio.timeout(self._timeout_s):
+            for first in range(0, len(messages), CHUNK):
                 stream = self._stream
-                if stream is None or not stream.usable:
-                    stream = await self._open_stream()
-                # A burst of big batches fills the socket: wait for it to drain, in turn.
-                await stream.wait_writable()
-            # The stream cancels a confirm that is not in by the publish timeout.
-            confirms = [stream.publish(message, timestamp) for message in messages]
+                if stream is None or not stream.usable or not stream.writable:
+                    async with asyncio.timeout_at(deadline):  # a timer only when waiting
+                        if stream is None or not stream.usable:
+                            stream = await self._open_stream()
+                        await stream.wait_writable()
+                # The stream cancels a confirm that is not in by the publish timeout.
+                confirms += [stream.publish(m, timestamp) for m in messages[first : first + CHUNK]]
         except TimeoutError:
+            _abandon(confirms)
             raise self._timed_out() from None
         except BROKER_ERRORS as exc:
+            _abandon(confirms)
             raise BrokerUnavailable(f"broker error: {exc or type(exc).__name__}") from exc
         waited = loop.time() - started
         try:
@@ -346,3 +357,10 @@ class Publisher:
             app_id=APP_ID,
         )
         return self._stream
+
+
+def _abandon(confirms: list[asyncio.Future[Any]]) -> None:
+    """Confirms of a request that failed before waiting on them: retrieve their outcome when it
+    comes, so a failed one is not reported as never retrieved."""
+    for confirm in confirms:
+        confirm.add_done_callback(lambda done: done.cancelled() or done.exception())
