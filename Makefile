@@ -40,6 +40,10 @@ test-cluster: install  ## broker faults on private RabbitMQ nodes (scripts/rabbi
 	@$(BIN)/python scripts/check_services.py rabbitmq
 	$(BIN)/pytest -m cluster --timeout 300
 
+test-newest: install  ## publisher tests against the newest aiormq/aio-pika inside pyproject's ranges
+	@$(BIN)/python scripts/check_services.py rabbitmq
+	UV=$(BIN)/uv PYTHON=$(PYTHON) scripts/test-newest-deps
+
 lint: install
 	$(BIN)/ruff check gateway consumers tests scripts examples
 	$(BIN)/ruff format --check gateway consumers tests scripts examples
