@@ -10,28 +10,34 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import aio_pika
 import aiohttp
 import orjson
 import pytest
+from aio_pika.abc import AbstractChannel, AbstractRobustConnection
+from aiohttp.test_utils import TestClient
 
+from gateway.app import PUBLISHER, create_app
 from gateway.auth import hash_token
+from gateway.cloudevent import rfc3339
 from tests.broker import AMQP_URL, delete_everything, drain, unique_prefix
-from tests.conftest import TOKENS
+from tests.conftest import TOKENS, make_settings
 from tests.processes import GatewayProcess, wait_http_ready
 from tests.tcp_proxy import TcpProxy, free_port
-
-pytestmark = pytest.mark.slow
 
 SENDERS = 8
 REQUESTS_PER_SENDER = 40
 ATTACKS_PER_KIND = 8
 KB140 = "x" * 140_000
 STRUCTURED = "application/cloudevents+json"
+BATCH = "application/cloudevents-batch+json"
 
 
 class CountingProxy(TcpProxy):
@@ -109,6 +115,7 @@ ATTACKS = [
 ]
 
 
+@pytest.mark.slow
 async def test_140_kb_attributes_are_400_while_everyone_else_gets_204(
     tmp_path: Path, counting_proxy: CountingProxy
 ) -> None:
@@ -176,3 +183,65 @@ async def test_140_kb_attributes_are_400_while_everyone_else_gets_204(
         if ingress.alive():
             ingress.kill()
         await delete_everything(prefix, extra_queues=[f"{prefix}.capture"])
+
+
+@pytest.fixture
+async def strict_ingress(
+    aiohttp_client: Callable[..., Awaitable[TestClient]],  # type: ignore[type-arg]
+    prefix: str,
+    amqp: AbstractRobustConnection,
+) -> tuple[TestClient, AbstractChannel, str]:  # type: ignore[type-arg]
+    """An in-process ingress on the real broker whose batches hold 3 events at most and
+    whose ``cloudevents`` source allows no future skew; with its ``.rejected`` queue."""
+    base = make_settings(prefix)
+    settings = replace(
+        base,
+        http=replace(base.http, max_events_per_request=3),
+        sources=tuple(
+            replace(s, max_future_skew_s=0.0) if s.name == "cloudevents" else s
+            for s in base.sources
+        ),
+    )
+    app = create_app(settings)
+    client = await aiohttp_client(app)
+    await asyncio.wait_for(app[PUBLISHER].wait_ready(), 15)  # type: ignore[attr-defined]
+    return client, await amqp.channel(), f"{prefix}.rejected"
+
+
+async def _post(client: TestClient, source: str, body: bytes, content_type: str) -> Any:  # type: ignore[type-arg]
+    headers = {"Authorization": f"Bearer {TOKENS[source]}", "Content-Type": content_type}
+    return await client.post(f"/callbacks/{source}", data=body, headers=headers)
+
+
+async def test_batch_over_max_events_is_413_kept_without_body(
+    strict_ingress: tuple[TestClient, AbstractChannel, str],  # type: ignore[type-arg]
+) -> None:
+    """A batch of more than max_events_per_request events: 413, kept on .rejected without the
+    body; a batch of exactly that many: 204."""
+    client, channel, rejected = strict_ingress
+    batch = b"[" + b",".join(_event(n) for n in range(4)) + b"]"
+    response = await _post(client, "cloudevents", batch, BATCH)
+    assert response.status == 413
+    assert "at most 3 events" in (await response.json())["detail"]
+    [kept] = await drain(channel, rejected, 1)
+    record = orjson.loads(kept.body)
+    assert record["status"] == 413
+    assert "body" not in record
+    assert "body_base64" not in record
+    batch = b"[" + b",".join(_event(n) for n in range(3)) + b"]"
+    assert (await _post(client, "cloudevents", batch, BATCH)).status == 204
+
+
+async def test_future_skew_is_the_sources(
+    strict_ingress: tuple[TestClient, AbstractChannel, str],  # type: ignore[type-arg]
+) -> None:
+    """The source with max_future_skew_s = 0 refuses a time a minute ahead (400 on time);
+    another source, with the default 300 s, accepts it."""
+    client, _, _ = strict_ingress
+    ahead = rfc3339(datetime.now(UTC) + timedelta(seconds=60))
+    response = await _post(client, "cloudevents", _event(1, time=ahead), STRUCTURED)
+    assert response.status == 400
+    assert (await response.json())["field"] == "time"
+    camara = _event(2, time=ahead, type="org.camaraproject.qod.v0.qos-status-changed")
+    response = await _post(client, "camara", camara, STRUCTURED)
+    assert response.status == 204
