@@ -62,6 +62,7 @@ ROOT = HERE.parents[1]
 CALLBACK_PATH = "/callbacks/camara"
 TARGETS = (
     "gateway",
+    "gateway-standard",
     "gateway-jwt",
     "gateway-workers-2",
     "node-peer",
@@ -77,6 +78,7 @@ TARGETS = (
 SECTION_TARGETS = {
     "ingress": (
         "gateway",
+        "gateway-standard",
         "gateway-jwt",
         "gateway-workers-2",
         "node-peer",
@@ -217,6 +219,12 @@ def bench_gateway(ctx: Context) -> Row:
     return _bench_serve(ctx, row, [])
 
 
+def bench_gateway_standard(ctx: Context) -> Row:
+    """``event-gateway serve`` with ``[amqp] publisher = "standard"`` (plain aio-pika)."""
+    row = Row("gateway-standard", "serve, publisher = standard: aio-pika publish + confirm")
+    return _bench_serve(ctx, row, [], publisher="standard")
+
+
 def bench_gateway_jwt(ctx: Context) -> Row:
     """``event-gateway serve`` with an ``auth = "jwt"`` source (ES256 tokens, JWKS file)."""
     row = Row("gateway-jwt", "serve, auth = jwt: ES256 token, verified once then remembered")
@@ -236,6 +244,7 @@ def _bench_serve(
     *,
     path: str = CALLBACK_PATH,
     token: str | None = None,
+    publisher: str = "fast",
 ) -> Row:
     cli = Path(_python()).with_name("event-gateway")
     probe = subprocess.run(
@@ -250,7 +259,7 @@ def _bench_serve(
     row.notes.append(f"exchange {prefix}, queue_type {ctx.queue_type}, port {port}")
     with tempfile.TemporaryDirectory(prefix="bench-gateway-") as tmp:
         config = Path(tmp) / "gateway.toml"
-        config.write_text(gateway_config(ctx, prefix, port, Path(tmp)), encoding="utf-8")
+        config.write_text(gateway_config(ctx, prefix, port, Path(tmp), publisher), encoding="utf-8")
         (Path(tmp) / "jwks.json").write_text(ctx.jwt.jwks, encoding="utf-8")
         argv = [str(cli), "serve", "--config", str(config), *extra]
         try:
@@ -280,7 +289,7 @@ def _bench_serve(
     return row
 
 
-def gateway_config(ctx: Context, prefix: str, port: int, tmp: Path) -> str:
+def gateway_config(ctx: Context, prefix: str, port: int, tmp: Path, publisher: str = "fast") -> str:
     """The temporary TOML (contract §1) for one gateway run."""
     return "\n".join(
         [
@@ -292,6 +301,7 @@ def gateway_config(ctx: Context, prefix: str, port: int, tmp: Path) -> str:
             f"url = {json.dumps(ctx.amqp_url)}",
             f"exchange = {json.dumps(prefix)}",
             f"queue_type = {json.dumps(ctx.queue_type)}",
+            f"publisher = {json.dumps(publisher)}",
             "",
             "[state]",
             f"url = {json.dumps('sqlite:///' + str(tmp / 'state.db'))}",
@@ -581,6 +591,7 @@ def ingress_section(ctx: Context) -> list[Row]:
         ctx,
         [
             ("gateway", bench_gateway),
+            ("gateway-standard", bench_gateway_standard),
             ("gateway-jwt", bench_gateway_jwt),
             ("gateway-workers-2", bench_gateway_workers),
             ("node-peer", bench_node_peer),
