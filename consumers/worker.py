@@ -22,12 +22,13 @@ channel and connection are closed, and a new session starts on the next node. ``
 (``/readyz``) is true only while a session consumes; ``alive`` (``/healthz``) is false only
 when the supervising loop itself has not ticked for ``STALL_S``.
 
-Built-in handlers (``handler_factory``) run in batches: the deliveries that are ready at the
-same time (at most ``prefetch``; nothing waits for more) each go through the handler built
-over a ``WriteRecorder``, which turns the event into its store writes or fails it alone; the
-batch's writes are then applied at once (``StateStore.apply_writes``) and its messages acked
-(``consumers.acks``: one ``multiple`` ack where that is safe). If applying the batch fails,
-each of its events is delivered alone, as a custom handler's is; if it fails because the
+Built-in handlers are planners (``planner``): pure functions from an event to its store
+writes (``consumers.handlers``). They run in batches: the deliveries that are ready at the
+same time (at most ``prefetch``; nothing waits for more) are each planned, an event that
+cannot be failing alone; the batch's writes are then applied at once
+(``StateStore.apply_writes``) and its messages acked (``consumers.acks``: one ``multiple``
+ack where that is safe). If applying the batch fails, each of its events is planned and
+applied alone (``applying``), as a custom handler's is delivered; if it fails because the
 store is unreachable, nothing is acked and the session ends until the store answers.
 
 Shutdown (``stop`` set): cancel the consumer, wait up to ``drain_timeout_s`` for the handlers
@@ -41,7 +42,7 @@ import asyncio
 import contextlib
 import struct
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -73,7 +74,7 @@ from consumers.retry import (
     route_failure,
 )
 from consumers.source_policy import SourcePolicy, guarded
-from consumers.state.writes import WriteRecorder
+from consumers.state.writes import Write
 from gateway.broker_connect import NodeRing, node_name
 from gateway.logs import get_logger
 from gateway.settings import Settings
@@ -83,7 +84,9 @@ if TYPE_CHECKING:
     from consumers.state import StateStore
 
 Handler = Callable[[Event], Awaitable[None]]
-HandlerFactory = Callable[["StateStore"], Handler]
+Planner = Callable[[Event], Sequence[Write]]
+"""A built-in handler: the writes an event implies, without I/O; ``Unprocessable`` for an
+event that can never be applied."""
 CLOSE_TIMEOUT_S = 5.0
 CONNECT_TIMEOUT_S = 10.0
 # Opening a channel, declaring the topology and consuming: a broker that accepts the
@@ -104,16 +107,16 @@ log = get_logger("consumers.worker")
 class WorkerSpec:
     """What a worker consumes and what it does with each event: ``queue`` is the full queue
     name, ``bindings`` its routing-key patterns on the exchange; give either ``handler`` or
-    ``handler_factory`` (a built-in handler, built from the state store)."""
+    ``planner`` (a built-in handler, whose writes the worker applies to the state store)."""
 
     queue: str
     bindings: tuple[str, ...]
     handler: Handler | None = None
-    handler_factory: HandlerFactory | None = None
+    planner: Planner | None = None
 
     def __post_init__(self) -> None:
-        if (self.handler is None) == (self.handler_factory is None):
-            raise ValueError("a WorkerSpec needs exactly one of handler and handler_factory")
+        if (self.handler is None) == (self.planner is None):
+            raise ValueError("a WorkerSpec needs exactly one of handler and planner")
         if not self.bindings:
             raise ValueError(f"queue {self.queue!r} needs at least one binding")
 
@@ -191,15 +194,15 @@ class Worker:
         self._tick()
         try:
             store, own_store = self._store, False
-            if self.spec.handler_factory is not None and store is None:
+            if self.spec.planner is not None and store is None:
                 store = await self._open_store(stop)
                 own_store = store is not None
                 if store is None:
                     return  # stopped while waiting for it
             try:
-                if self.spec.handler_factory is not None:
+                if self.spec.planner is not None:
                     assert store is not None
-                    self._handler = self._builtin_handler(store)
+                    self._handler = applying(store, self._builtin_planner())
                     self._batch_store = store
                 await self._supervise(stop, ready)
             finally:
@@ -433,11 +436,11 @@ class Worker:
         self._pending.append(message)
         self._schedule_flush()
 
-    def _builtin_handler(self, store: Any) -> Handler:
-        """The built-in handler over ``store``, behind the source policy: an event its
-        ``gatewaysource`` may not send is ``Unprocessable`` (``consumers.source_policy``)."""
-        assert self.spec.handler_factory is not None
-        return guarded(self.spec.handler_factory, self._policy)(store)
+    def _builtin_planner(self) -> Planner:
+        """The built-in planner behind the source policy: an event its ``gatewaysource`` may
+        not send is ``Unprocessable`` (``consumers.source_policy``)."""
+        assert self.spec.planner is not None
+        return guarded(self.spec.planner, self._policy)
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.create_task(work)
@@ -482,11 +485,10 @@ class Worker:
 
     async def _deliver_batch(self, messages: list[AbstractIncomingMessage]) -> None:
         """Turn each message into store writes, apply them at once, ack (module docstring)."""
-        assert self.spec.handler_factory is not None
         assert self._batch_store is not None
         started = time.perf_counter()
-        recorder = WriteRecorder(self._batch_store)
-        handle = self._builtin_handler(recorder)
+        plan = self._builtin_planner()
+        writes: list[Write] = []
         ready: list[tuple[AbstractIncomingMessage, Event, int]] = []
         for message in messages:
             attempt, parsed = _parse(message)
@@ -495,29 +497,27 @@ class Worker:
                 continue
             event = parsed
             context = {"event_id": event.id, "event_type": event.type, "source": event.source}
-            mark = len(recorder.writes)
             try:
                 with structlog.contextvars.bound_contextvars(**context):
-                    await handle(event)
+                    writes.extend(plan(event))
             except Exception as exc:
-                del recorder.writes[mark:]  # none of a failed event's writes are applied
                 # Retried or dead-lettered on its own: the batch does not wait for that.
                 self._spawn(self._failed_in(context, message, exc, attempt, self._timed(started)))
                 continue
             ready.append((message, event, attempt))
-        await self._commit(ready, recorder, started)
+        await self._commit(ready, writes, started)
 
     async def _commit(
         self,
         ready: list[tuple[AbstractIncomingMessage, Event, int]],
-        recorder: WriteRecorder,
+        writes: list[Write],
         started: float,
     ) -> None:
         if not ready:
             return
         assert self._batch_store is not None
         try:
-            await self._batch_store.apply_writes(recorder.writes)
+            await self._batch_store.apply_writes(writes)
         except Exception as exc:
             if store_unreachable(exc):
                 log.warning(
@@ -785,6 +785,15 @@ async def run_worker(
     consuming. A built-in spec opens its own state store unless ``store`` is given (and then
     leaves it open); ``metrics`` lets several workers share one registry."""
     await Worker(settings, spec, store=store, metrics=metrics).run(stop, ready)
+
+
+def applying(store: StateStore, planner: Planner) -> Handler:
+    """A handler that applies ``planner``'s writes for one event to ``store`` at once."""
+
+    async def handle(event: Event) -> None:
+        await store.apply_writes(planner(event))
+
+    return handle
 
 
 async def _settle(action: Coroutine[Any, Any, None]) -> bool:
