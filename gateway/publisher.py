@@ -173,8 +173,9 @@ class Publisher:
                 raise
             except Exception as exc:  # the fence: any surprise of the fast path
                 self._fall_back(exc)
-        async with asyncio.timeout(self._timeout_s):
-            await self._standard_publisher()
+        if not self._closing:
+            async with asyncio.timeout(self._timeout_s):
+                await self._standard_publisher()
 
     async def _broker_answers(self) -> bool:
         """Whether the broker answers an ordinary request (a passive declare) in time."""
