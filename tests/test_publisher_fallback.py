@@ -107,7 +107,7 @@ async def test_confirms_aiormq_no_longer_resolves_fail_the_start_up_check(
     """A (simulated) aiormq that resolves only the confirms its own ``basic_publish``
     registered: the start-up probe is never confirmed, the ingress starts on the standard
     path, says so in the metric, is ready and answers 204."""
-    original: Callable[..., Any] = Channel._confirm_delivery  # type: ignore[attr-defined]
+    original: Callable[..., Any] = Channel._confirm_delivery
 
     def only_its_own(self: Channel, delivery_tag: int, frame: Any) -> Any:
         if delivery_tag not in self.message_id_delivery_tag.values():
