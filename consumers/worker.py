@@ -79,6 +79,7 @@ from gateway.broker_connect import NodeRing, node_name
 from gateway.logs import get_logger
 from gateway.settings import Settings
 from gateway.topology import declare_worker_queue, dlq_name
+from gateway.tracing import BatchTrace, worker_tracing
 
 if TYPE_CHECKING:
     from consumers.state import StateStore
@@ -160,6 +161,8 @@ class Worker:
         # Label children resolved once: labels() costs a lock and hashing on every call.
         self._handler_seconds = self.metrics.handler_seconds.labels(spec.queue)
         self._outcomes: dict[str, Counter] = {}
+        # §9: OpenTelemetry consume -> handler -> state spans when configured (None: off).
+        self._tracing = worker_tracing(spec.queue)
 
     @property
     def ready(self) -> bool:
@@ -488,6 +491,7 @@ class Worker:
         assert self._batch_store is not None
         started = time.perf_counter()
         plan = self._builtin_planner()
+        trace = None if self._tracing is None else self._tracing.batch()
         writes: list[Write] = []
         ready: list[tuple[AbstractIncomingMessage, Event, int]] = []
         for message in messages:
@@ -499,25 +503,34 @@ class Worker:
             context = {"event_id": event.id, "event_type": event.type, "source": event.source}
             try:
                 with structlog.contextvars.bound_contextvars(**context):
-                    writes.extend(plan(event))
+                    writes.extend(plan(event) if trace is None else trace.plan(event, plan))
             except Exception as exc:
                 # Retried or dead-lettered on its own: the batch does not wait for that.
                 self._spawn(self._failed_in(context, message, exc, attempt, self._timed(started)))
                 continue
             ready.append((message, event, attempt))
-        await self._commit(ready, writes, started)
+        try:
+            await self._commit(ready, writes, started, trace)
+        except BaseException as exc:
+            if trace is not None:
+                trace.finish(exc)
+            raise
+        if trace is not None:
+            trace.finish()
 
     async def _commit(
         self,
         ready: list[tuple[AbstractIncomingMessage, Event, int]],
         writes: list[Write],
         started: float,
+        trace: BatchTrace | None = None,
     ) -> None:
         if not ready:
             return
         assert self._batch_store is not None
         try:
-            await self._batch_store.apply_writes(writes)
+            writing = self._batch_store.apply_writes(writes)
+            await (writing if trace is None else trace.state(writing, len(ready)))
         except Exception as exc:
             if store_unreachable(exc):
                 log.warning(
@@ -605,7 +618,10 @@ class Worker:
             assert self._handler is not None
             started = time.perf_counter()
             try:
-                await self._handler(event)
+                if self._tracing is None:
+                    await self._handler(event)
+                else:
+                    await self._tracing.handle(event, self._handler)
             except Exception as exc:
                 await self._failed(message, exc, attempt, self._timed(started))
                 return
