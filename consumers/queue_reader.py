@@ -13,12 +13,15 @@ wanted, and an ack that would let the broker send past ``target`` is held back u
 consumer is cancelled, so the reader never takes a message it would have to hand back out of
 turn.
 
-At the end the messages left are handed back by closing the channel, not by ``nack``: RabbitMQ
-3.10's quorum queues put a nacked message at the back of the queue, but return the messages
-of a closed channel to the front, each consumer's in order, the consumers in the order of
-their tags (while there are at most 32). So the reader opens at most ``MAX_WINDOWS`` windows,
-with tags that sort in the order they were opened, and a listing leaves the queue in its
-order, also when it stopped early (``--limit``, ``| head``).
+At the end the messages left are handed back by closing the channel, not by ``nack``. What
+RabbitMQ 3.10's quorum queues do with a message handed back (measured, see
+``tests/test_replay.py``): a nacked one goes to the back of the queue; those of a closed
+channel go back in front of the messages never delivered, each consumer's in order, the
+consumers in the order of their tags (hash order past 32 of them), but behind messages that
+were handed back before. So a reader that stopped early (``--limit``, ``| head``, Ctrl-C, a
+replay's leftovers) first reads on to its ``target`` without handing anything out, then closes
+the channel with the whole queue in hand; it opens at most ``MAX_WINDOWS`` windows, tagged to
+sort in the order they were opened. Then the queue keeps its order, however often it is read.
 """
 
 from __future__ import annotations
@@ -216,6 +219,8 @@ async def reading(
         yield reader
     finally:
         with contextlib.suppress(Exception):  # a closed channel returns them by itself
+            while await reader.next() is not None:
+                pass  # read to the end first: only a whole queue handed back keeps its order
             handed_back = await reader.finish()
             await channel.close()
             if handed_back:

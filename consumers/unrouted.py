@@ -82,7 +82,8 @@ class ComebackCounter:
 
     async def start(self) -> None:
         self._channel = await self._connection.channel()
-        declared = await self._channel.queue_declare("", exclusive=True, auto_delete=True)
+        # Exclusive: gone with the connection; not auto-delete, which the cancel would trigger.
+        declared = await self._channel.queue_declare("", exclusive=True)
         assert declared.queue is not None
         self._queue = declared.queue
         await self._channel.queue_bind(self._queue, self._alternate, routing_key="")

@@ -150,13 +150,7 @@ def _list(
 
     async def main(connection: AbstractConnection, stop: asyncio.Event) -> int:
         printed = 0
-        # With a filter every message is read; without, only as many as will be printed.
-        target = None
-        if wanted is None and limit is not None:
-            from consumers.tool_connection import ready_messages
-
-            target = min(limit, await ready_messages(connection, queue))
-        async with reading(connection, queue, target) as reader:
+        async with reading(connection, queue) as reader:
             while limit is None or printed < limit:
                 message = await _unless_stopped(reader.next(), stop)
                 if message is None:
