@@ -4,7 +4,7 @@ Each mix starts its own ``event-gateway serve`` under ``prlimit --nofile=1024`` 
 limit) with the default ``[http]`` limits, on its own exchange prefix of the shared RabbitMQ.
 For ``--duration`` seconds, legitimate senders (``--senders`` connections, small CloudEvents
 to their own source) post as fast as they are answered, while the attack runs against
-another source. Printed per mix: the ingress's peak RSS (VmHWM), the legitimate senders'
+another source from a process of its own (so its client does not slow the senders' loop). Printed per mix: the ingress's peak RSS (VmHWM), the legitimate senders'
 success rate (204), p99 latency and throughput, and how the attacker was answered.
 
 A benchmark, not a test: the numbers depend on the machine and on what else runs on it.
@@ -74,10 +74,10 @@ class Tally:
         return 1000 * ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
 
 
-Attack = Callable[[Serve, asyncio.Event, Tally], Awaitable[None]]
+Attack = Callable[[int, asyncio.Event, Tally], Awaitable[None]]
 
 
-async def calm(_serve: Serve, stop: asyncio.Event, _tally: Tally) -> None:
+async def calm(_port: int, stop: asyncio.Event, _tally: Tally) -> None:
     """No attack: the reference run."""
     await stop.wait()
 
@@ -95,14 +95,14 @@ def _structured(**attributes: object) -> bytes:
 
 
 async def _loop(
-    serve: Serve,
+    port: int,
     stop: asyncio.Event,
     tally: Tally,
     concurrency: int,
     make: Callable[[], tuple[bytes, dict[str, str]]],
 ) -> None:
     """``concurrency`` connections posting ``make()`` to the hostile source until ``stop``."""
-    url = f"{serve.url}/callbacks/hostile"
+    url = f"http://127.0.0.1:{port}/callbacks/hostile"
     connector = aiohttp.TCPConnector(limit=0)
 
     async def one(session: aiohttp.ClientSession) -> None:
@@ -114,11 +114,11 @@ async def _loop(
         await asyncio.gather(*(one(session) for _ in range(concurrency)))
 
 
-async def huge_attributes(serve: Serve, stop: asyncio.Event, tally: Tally) -> None:
+async def huge_attributes(port: int, stop: asyncio.Event, tally: Tally) -> None:
     """CloudEvents whose ``source`` is 140 KB (once enough to close the broker connection)."""
     big = "https://attacker.example/" + "x" * 140_000
     await _loop(
-        serve,
+        port,
         stop,
         tally,
         4,
@@ -129,13 +129,13 @@ async def huge_attributes(serve: Serve, stop: asyncio.Event, tally: Tally) -> No
     )
 
 
-async def bodies(serve: Serve, stop: asyncio.Event, tally: Tally) -> None:
+async def bodies(port: int, stop: asyncio.Event, tally: Tally) -> None:
     """Waves of 100 concurrent authenticated 256 KiB ``[{},{},…]`` bodies in binary mode."""
     body = hostile_body()
-    await _loop(serve, stop, tally, 100, lambda: (body, binary_headers(HOSTILE_TOKEN)))
+    await _loop(port, stop, tally, 100, lambda: (body, binary_headers(HOSTILE_TOKEN)))
 
 
-async def idle_connections(serve: Serve, stop: asyncio.Event, tally: Tally) -> None:
+async def idle_connections(port: int, stop: asyncio.Event, tally: Tally) -> None:
     """1,100 TCP connections that never send a byte, topped up as the server closes them."""
     held: list[asyncio.StreamWriter] = []
     try:
@@ -143,7 +143,7 @@ async def idle_connections(serve: Serve, stop: asyncio.Event, tally: Tally) -> N
             held = [writer for writer in held if not writer.is_closing()]
             while len(held) < 1100 and not stop.is_set():
                 try:
-                    _, writer = await asyncio.open_connection("127.0.0.1", serve.port)
+                    _, writer = await asyncio.open_connection("127.0.0.1", port)
                 except OSError:
                     tally.add(0, 0.0)
                     break
@@ -155,14 +155,14 @@ async def idle_connections(serve: Serve, stop: asyncio.Event, tally: Tally) -> N
         close_all(held)
 
 
-async def slow_headers(serve: Serve, stop: asyncio.Event, tally: Tally) -> None:
+async def slow_headers(port: int, stop: asyncio.Event, tally: Tally) -> None:
     """200 clients sending their headers one line every 0.5 s, reconnecting when cut."""
 
     async def client() -> None:
         while not stop.is_set():
             started = time.monotonic()
             try:
-                reader, writer = await asyncio.open_connection("127.0.0.1", serve.port)
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
             except OSError:
                 tally.add(0, 0.0)
                 await asyncio.sleep(0.5)  # pacing of the attack, not synchronisation
@@ -182,7 +182,7 @@ async def slow_headers(serve: Serve, stop: asyncio.Event, tally: Tally) -> None:
     await asyncio.gather(*(client() for _ in range(200)))
 
 
-async def batch_burst(serve: Serve, stop: asyncio.Event, tally: Tally) -> None:
+async def batch_burst(port: int, stop: asyncio.Event, tally: Tally) -> None:
     """Ten concurrent CloudEvents batches of 1,000 events (max_events_per_request)."""
 
     def batch() -> tuple[bytes, dict[str, str]]:
@@ -192,12 +192,12 @@ async def batch_burst(serve: Serve, stop: asyncio.Event, tally: Tally) -> None:
             "Content-Type": "application/cloudevents-batch+json",
         }
 
-    await _loop(serve, stop, tally, 10, batch)
+    await _loop(port, stop, tally, 10, batch)
 
 
-async def rejected_flood(serve: Serve, stop: asyncio.Event, tally: Tally) -> None:
+async def rejected_flood(port: int, stop: asyncio.Event, tally: Tally) -> None:
     """Authenticated requests that are not CloudEvents (400, each kept on ``.rejected``)."""
-    await _loop(serve, stop, tally, 16, lambda: (b'{"not": "an event"}', dict(HOSTILE_JSON)))
+    await _loop(port, stop, tally, 16, lambda: (b'{"not": "an event"}', dict(HOSTILE_JSON)))
 
 
 MIXES: dict[str, Attack] = {
@@ -231,30 +231,56 @@ class Result:
     seconds: float
 
 
-async def run_mix(name: str, attack: Attack, duration: float, senders: int, logs: Path) -> Result:
+async def run_mix(name: str, duration: float, senders: int, logs: Path) -> Result:
+    """One fresh ingress; the attack in its own process (its client must not slow ours)."""
     prefix = unique_prefix()
     port = free_port()
     config = write_config(logs / f"{name}.toml", prefix, port)
     serve = Serve.start(config, port, logs, nofile=NOFILE)
     try:
         await serve.wait_ready()
+        attacker = await asyncio.create_subprocess_exec(
+            sys.executable,
+            __file__,
+            "--attack",
+            name,
+            "--port",
+            str(port),
+            "--duration",
+            str(duration),
+            stdout=asyncio.subprocess.PIPE,
+        )
         stop = asyncio.Event()
-        legit, hostile = Tally(), Tally()
+        legit = Tally()
         started = time.monotonic()
-        tasks = [
-            asyncio.create_task(attack(serve, stop, hostile)),
-            asyncio.create_task(legit_senders(serve, stop, legit, senders)),
-        ]
+        senders_done = asyncio.create_task(legit_senders(serve, stop, legit, senders))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), duration)
         stop.set()
-        await asyncio.gather(*tasks)
+        await senders_done
         seconds = time.monotonic() - started
+        output, _ = await attacker.communicate()
+        hostile = Tally()
+        for status, count in orjson.loads(output).items():
+            hostile.statuses[int(status)] = count
         assert serve.process.poll() is None, f"the ingress died during {name}"
         return Result(name, serve.vm("VmHWM"), legit, hostile, seconds)
     finally:
         serve.stop()
         await delete_everything(prefix)
+
+
+async def attack_alone(name: str, port: int, duration: float) -> int:
+    """The attacker process: run one mix for ``duration``, print what it got as JSON."""
+    stop = asyncio.Event()
+    tally = Tally()
+    task = asyncio.create_task(MIXES[name](port, stop, tally))
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), duration)
+    stop.set()
+    await task
+    sys.stdout.write(orjson.dumps({str(k): v for k, v in tally.statuses.items()}).decode())
+    return 0
 
 
 def _answers(tally: Tally) -> str:
@@ -289,7 +315,11 @@ async def main() -> int:
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per mix")
     parser.add_argument("--senders", type=int, default=8, help="legitimate connections")
     parser.add_argument("--only", help=f"comma-separated mixes of: {', '.join(MIXES)}")
+    parser.add_argument("--attack", choices=MIXES, help=argparse.SUPPRESS)  # attacker process
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.attack:
+        return await attack_alone(args.attack, args.port, args.duration)
     chosen = args.only.split(",") if args.only else list(MIXES)
     unknown = [name for name in chosen if name not in MIXES]
     if unknown:
@@ -298,9 +328,7 @@ async def main() -> int:
     with tempfile.TemporaryDirectory(prefix="stress-") as logs:
         for name in chosen:
             print(f"{name} ...", file=sys.stderr, flush=True)
-            results.append(
-                await run_mix(name, MIXES[name], args.duration, args.senders, Path(logs))
-            )
+            results.append(await run_mix(name, args.duration, args.senders, Path(logs)))
     print(report(results, args.senders))
     return 0
 
