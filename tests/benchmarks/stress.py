@@ -4,8 +4,9 @@ Each mix starts its own ``event-gateway serve`` under ``prlimit --nofile=1024`` 
 limit) with the default ``[http]`` limits, on its own exchange prefix of the shared RabbitMQ.
 For ``--duration`` seconds, legitimate senders (``--senders`` connections, small CloudEvents
 to their own source) post as fast as they are answered, while the attack runs against
-another source from a process of its own (so its client does not slow the senders' loop). Printed per mix: the ingress's peak RSS (VmHWM), the legitimate senders'
-success rate (204), p99 latency and throughput, and how the attacker was answered.
+another source from a process of its own (so its client does not slow the senders' loop).
+Printed per mix: the ingress's peak RSS (VmHWM), the legitimate senders' success rate (204),
+p99 latency and throughput, and how the attacker was answered.
 
 A benchmark, not a test: the numbers depend on the machine and on what else runs on it.
 
