@@ -47,6 +47,7 @@ RESERVED_FDS = 100
 # aiohttp's per-connection read buffer (default 64 KiB; it pauses reading at twice this):
 # what a connection holds of a body its handler has not asked for yet.
 READ_BUFSIZE = 2**14
+LOG_INTERVAL_S = 10.0  # at most one line per interval about closed or refused connections
 # Give freed memory back once the open connections fall under half their peak (if >= this).
 TRIM_AFTER_CONNECTIONS = 64
 SERVER_NAME = "event-gateway"  # the Server header: no version banner
@@ -107,7 +108,10 @@ class ConnectionGuard:
         self.refused = 0
         self._peak = 0
         self._trimmer = MemoryTrimmer()
-        self._warned_at = -1e9
+        self.header_timeouts = 0
+        self.body_timeouts = 0
+        self.malformed_requests = 0
+        self._warned_at = self._timeouts_logged_at = self._malformed_logged_at = -1e9
 
     def __call__(self) -> GuardedRequestHandler:
         return GuardedRequestHandler(
@@ -144,9 +148,34 @@ class ConnectionGuard:
             self._peak = len(self.open)  # a burst of connections is over: what they read is
             self._trimmer.request()  # freed, give it back (gateway.memory)
 
+    def timed_out(self, phase: Phase) -> None:
+        """Count a connection closed by a timeout; one summary line per 10 s at most (a flood
+        of idle connections must not become a flood of log lines)."""
+        if phase is Phase.HEADERS:
+            self.header_timeouts += 1
+        else:
+            self.body_timeouts += 1
+        now = asyncio.get_running_loop().time()
+        if now - self._timeouts_logged_at >= LOG_INTERVAL_S:
+            self._timeouts_logged_at = now
+            log.info(
+                "slow clients closed",
+                header_timeouts=self.header_timeouts,
+                body_timeouts=self.body_timeouts,
+            )
+
+    def malformed(self, status: int, error: str) -> None:
+        """Count a request aiohttp could not parse; a line per interval at most, naming the
+        last one (never its bytes)."""
+        self.malformed_requests += 1
+        now = asyncio.get_running_loop().time()
+        if now - self._malformed_logged_at >= LOG_INTERVAL_S:
+            self._malformed_logged_at = now
+            log.info("malformed request", status=status, error=error, count=self.malformed_requests)
+
     def _warn(self, message: str) -> None:
         now = asyncio.get_running_loop().time()
-        if now - self._warned_at >= 10:  # one line per 10 s, not one per connection
+        if now - self._warned_at >= LOG_INTERVAL_S:  # one line per interval, not per connection
             self._warned_at = now
             log.warning(message, cap=self.cap, evicted=self.evicted, refused=self.refused)
 
@@ -217,7 +246,7 @@ class GuardedRequestHandler(RequestHandler):
         elif status >= 500:
             log.error("request failed", status=status, error=type(exc).__name__)
         else:
-            log.info("malformed request", status=status, error=type(exc).__name__)
+            self._guard.malformed(status, type(exc).__name__)
         response = problem_response(status, "the request could not be read as HTTP/1.1")
         response.force_close()
         return response
@@ -241,5 +270,5 @@ class GuardedRequestHandler(RequestHandler):
         if phase is Phase.BODY and payload.is_eof():
             self._phase = Phase.BUSY
             return
-        log.info("slow client closed", phase=phase.name.lower())
+        self._guard.timed_out(phase)
         self.force_close()
