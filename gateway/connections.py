@@ -247,7 +247,12 @@ class GuardedRequestHandler(RequestHandler):
             log.error("request failed", status=status, error=type(exc).__name__)
         else:
             self._guard.malformed(status, type(exc).__name__)
-        response = problem_response(status, "the request could not be read as HTTP/1.1")
+        detail = (
+            "internal error; the request was not accepted"
+            if status >= 500
+            else "the request could not be read as HTTP/1.1"
+        )
+        response = problem_response(status, detail)
         response.force_close()
         return response
 
