@@ -161,6 +161,7 @@ async def _confirmed(channel: AbstractChannel, copies: tuple[Copy, ...], timeout
                     properties=copy.properties,
                     mandatory=copy.mandatory,
                     timeout=timeout_s,
+                    wait=False,  # no socket drain per message: the confirm is what counts
                 )
                 for copy in copies
             ),
