@@ -36,6 +36,11 @@ from gateway.amqp_wire import Outgoing, PublishEncoder
 # of failing, and a broker that stopped reading (a memory or disk alarm blocks publishers that
 # way) can't grow the buffer without bound while the senders retry.
 MAX_UNSENT_BYTES = 1024 * 1024
+# Publishes the broker has not answered yet, at most, before a request waits its turn (in
+# arrival order) to write: a burst of big batches goes to the broker at the pace it confirms,
+# and another request waits behind at most this many messages plus one chunk per waiting
+# request, not behind the whole burst (the kernel's socket buffers alone hold megabytes).
+MAX_UNANSWERED = 4096
 # How long a publish waiting for the socket to drain sleeps when the transport is over the
 # limit without having paused writing (its high-water mark is above the limit).
 DRAIN_POLL_S = 0.005
@@ -75,9 +80,14 @@ class ConfirmStream:
         delivery_mode: int,
         app_id: str,
         max_unsent_bytes: int = MAX_UNSENT_BYTES,
+        max_unanswered: int = MAX_UNANSWERED,
     ) -> None:
         self.channel = channel
         self._max_unsent = max_unsent_bytes
+        self._max_unanswered = max_unanswered
+        self._unanswered = 0  # published, confirm not in (nor cancelled) yet
+        self._granted = 0  # messages that woken waiters are about to publish
+        self._waiters: deque[tuple[asyncio.Future[None], int]] = deque()
         self._writer = writer
         self._transport = writer.transport
         self._unsent: list[bytes] = []
@@ -85,6 +95,9 @@ class ConfirmStream:
         self._timeout_s = timeout_s
         self._deadlines: deque[tuple[float, asyncio.Future[Any]]] = deque()
         self._sweeper: asyncio.TimerHandle | None = None
+        # A confirm went unanswered past its deadline, and none answered since: the broker
+        # (or the way to it) has stalled. Cleared by the next answered confirm.
+        self.stalled = False
         self._encoder = PublishEncoder(
             channel.number,
             channel.max_content_size,
@@ -107,14 +120,36 @@ class ConfirmStream:
         """Bytes written to the socket's transport that it has not sent yet."""
         return self._transport.get_write_buffer_size()
 
-    @property
-    def writable(self) -> bool:
-        """The socket holds at most the unsent-bytes limit: a publish may write now."""
-        return self._transport.get_write_buffer_size() <= self._max_unsent
+    def writable(self, count: int = 1) -> bool:
+        """``count`` messages may be written now: nobody is waiting for their turn, the
+        unanswered ones leave room, and the socket holds at most the unsent-bytes limit."""
+        return (
+            not self._waiters
+            and self._has_room(count)
+            and self._transport.get_write_buffer_size() <= self._max_unsent
+        )
 
-    async def wait_writable(self) -> None:
-        """Return once the socket holds at most the unsent-bytes limit. Raises ConnectionError
-        when the connection goes away meanwhile; the caller bounds the wait (publish timeout)."""
+    def _has_room(self, count: int) -> bool:
+        busy = self._unanswered + self._granted
+        return busy == 0 or busy + count <= self._max_unanswered
+
+    async def wait_writable(self, count: int = 1) -> None:
+        """Return once ``count`` messages may be written: after the requests that waited
+        before this one, with room among the unanswered publishes, and with the socket
+        holding at most the unsent-bytes limit. Raises ConnectionError when the connection
+        goes away meanwhile; the caller bounds the wait (publish timeout). Publish the
+        messages right after, in the same step."""
+        if self._waiters or not self._has_room(count):
+            turn = self._loop.create_future()
+            self._waiters.append((turn, count))
+            try:
+                await turn
+            except asyncio.CancelledError:
+                if turn.done() and not turn.cancelled():  # granted, then given up
+                    self._granted -= count
+                    self._wake()
+                raise
+            self._granted -= count
         transport = self._transport
         while transport.get_write_buffer_size() > self._max_unsent:
             if not self.usable:
@@ -135,6 +170,8 @@ class ConfirmStream:
         # Registered with the channel, so closing it fails the future instead of leaving it.
         confirmation = channel.create_future()
         channel.confirmations[channel.delivery_tag] = confirmation
+        self._unanswered += 1
+        confirmation.add_done_callback(self._answered)
         if not self._unsent:
             self._loop.call_soon(self._flush)
         self._unsent.append(frames)
@@ -144,6 +181,25 @@ class ConfirmStream:
                 min(self._timeout_s, SWEEP_INTERVAL_S), self._sweep
             )
         return confirmation
+
+    def _answered(self, _: asyncio.Future[Any]) -> None:
+        self._unanswered -= 1
+        if self._waiters:
+            self._wake()
+
+    def _wake(self) -> None:
+        """Let waiting requests go, in arrival order, while the unanswered ones leave room."""
+        waiters = self._waiters
+        while waiters:
+            turn, count = waiters[0]
+            if turn.done():  # its request gave up waiting
+                waiters.popleft()
+                continue
+            if not self._has_room(count):
+                return
+            waiters.popleft()
+            self._granted += count
+            turn.set_result(None)
 
     def _flush(self) -> None:
         unsent, self._unsent = self._unsent, []
@@ -156,7 +212,11 @@ class ConfirmStream:
         deadlines = self._deadlines
         while deadlines and (deadlines[0][0] <= now or deadlines[0][1].done()):
             _, confirmation = deadlines.popleft()
-            confirmation.cancel()  # no-op when answered
+            if not confirmation.done():
+                self.stalled = True
+                confirmation.cancel()
+            elif not confirmation.cancelled():
+                self.stalled = False  # the broker answered a later publish
         self._sweeper = None
         if deadlines:
             wake = min(deadlines[0][0], now + SWEEP_INTERVAL_S)

@@ -65,6 +65,7 @@ class Publisher:
         self._ready = asyncio.Event()
         self._connector: asyncio.Task[None] | None = None
         self._redeclaring: asyncio.Task[None] | None = None
+        self._prober: asyncio.Task[None] | None = None
         self._closing = False
         self._streams = StreamTracker()
         self._stream: ConfirmStream | None = None
@@ -76,10 +77,27 @@ class Publisher:
 
     @property
     def ready(self) -> bool:
-        """Connected, with the topology declared and the publish path checked, and not blocked
-        by the broker (memory or disk alarm)."""
+        """Connected, with the topology declared and the publish path checked, not blocked by
+        the broker (memory or disk alarm), and the fast path's confirms not stalled (a stalled
+        stream is probed in the background until a confirm comes back)."""
         connection = self._connection
-        return self._ready.is_set() and connection is not None and accepts_publishes(connection)
+        if not (self._ready.is_set() and connection is not None and accepts_publishes(connection)):
+            return False
+        stream = self._stream
+        if self._fast and stream is not None and stream.stalled:
+            self._probe(stream)
+            return False
+        return True
+
+    def _probe(self, stream: ConfirmStream) -> None:
+        """One probe at a time through a stalled stream; its confirm clears ``stalled``."""
+        if self._prober is not None and not self._prober.done():
+            return
+        self._prober = asyncio.create_task(self._probe_once(stream), name="amqp-probe")
+
+    async def _probe_once(self, stream: ConfirmStream) -> None:
+        with contextlib.suppress(FastPathUnsupported):
+            await round_trip(stream, f"{self._names.exchange}.self-check", self._timeout_s)
 
     @property
     def publisher(self) -> str:
@@ -207,7 +225,7 @@ class Publisher:
     async def close(self) -> None:
         self._closing = True
         self._ready.clear()
-        for task in (self._connector, self._redeclaring):
+        for task in (self._connector, self._redeclaring, self._prober):
             if task is not None and not task.done():
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -288,24 +306,25 @@ class Publisher:
         ``mandatory`` is off: the alternate exchange keeps unroutable events, and mandatory
         with a reused message id can hang a publish (aio-pika #689).
 
-        A big batch is written ``CHUNK`` messages at a time, each chunk only once the socket
-        holds at most the stream's unsent-bytes limit: a burst of big batches then makes other
-        requests wait their turn at the socket (within the publish timeout), not fail or queue
-        behind every byte of the burst."""
+        A big batch is written ``CHUNK`` messages at a time, each chunk when its turn comes
+        (``ConfirmStream.wait_writable``: few enough unanswered publishes, a socket that
+        drains): a burst of big batches then makes other requests wait their turn (within the
+        publish timeout), not fail, nor queue behind every message of the burst."""
         loop = asyncio.get_running_loop()
         started = loop.time()
         deadline = started + self._timeout_s
         confirms: list[asyncio.Future[Any]] = []
         try:
             for first in range(0, len(messages), CHUNK):
+                chunk = messages[first : first + CHUNK]
                 stream = self._stream
-                if stream is None or not stream.usable or not stream.writable:
+                if stream is None or not stream.usable or not stream.writable(len(chunk)):
                     async with asyncio.timeout_at(deadline):  # a timer only when waiting
                         if stream is None or not stream.usable:
                             stream = await self._open_stream()
-                        await stream.wait_writable()
+                        await stream.wait_writable(len(chunk))
                 # The stream cancels a confirm that is not in by the publish timeout.
-                confirms += [stream.publish(m, timestamp) for m in messages[first : first + CHUNK]]
+                confirms += [stream.publish(message, timestamp) for message in chunk]
         except TimeoutError:
             _abandon(confirms)
             raise self._timed_out() from None

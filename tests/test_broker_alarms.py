@@ -130,7 +130,11 @@ async def test_an_alarm_blocks_publishers_503_then_204_when_it_clears(
             await eventually(
                 lambda: len(answered_after(cleared_at, 204)) >= 20, 30, "204 after the alarm"
             )
-            assert (await client.get("/readyz")).status == 200
+
+            async def ready() -> bool:
+                return (await client.get("/readyz")).status == 200
+
+            await eventually(ready, 10, "/readyz 200 after the alarm")
             stop.set()
             await asyncio.gather(*senders)
 

@@ -103,7 +103,8 @@ async def test_stalled_broker_is_503_within_the_publish_timeout(
     prefix: str,
     proxy: TcpProxy,
 ) -> None:
-    """A broker that stops answering (as when blocked by an alarm) gives 503, never a hang."""
+    """A broker that stops answering gives 503 within the publish timeout, never a hang, and
+    /readyz 503 until it answers again."""
     client = await _proxied_ingress(aiohttp_client, prefix, proxy, publish_timeout_s=0.5)
     body = (FIXTURES / "camara-roaming-status.json").read_bytes()
     proxy.stall()
@@ -113,7 +114,14 @@ async def test_stalled_broker_is_503_within_the_publish_timeout(
     assert response.status == 503
     assert "Retry-After" in response.headers
     assert 0.4 <= elapsed < 3.0
+    # Every POST fails while it stalls, so /readyz must not say 200 (probed until it answers).
+    assert (await client.get("/readyz")).status == 503
     proxy.resume()
+
+    async def ready() -> bool:
+        return (await client.get("/readyz")).status == 200
+
+    await eventually(ready, 10, "/readyz 200 once the broker answers again")
     response = await client.post("/callbacks/camara", data=body, headers=HEADERS)
     assert response.status == 204
 

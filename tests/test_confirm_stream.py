@@ -45,7 +45,12 @@ class Publishing:
 
 
 async def _publishing(
-    prefix: str, url: str = AMQP_URL, *, timeout_s: float = 5.0, max_unsent_bytes: int = 1 << 23
+    prefix: str,
+    url: str = AMQP_URL,
+    *,
+    timeout_s: float = 5.0,
+    max_unsent_bytes: int = 1 << 23,
+    max_unanswered: int = 2048,
 ) -> Publishing:
     streams = StreamTracker()
     connection = await connect_robust([url], connect_timeout_s=10, transport_factory=streams)
@@ -63,6 +68,7 @@ async def _publishing(
         delivery_mode=2,
         app_id="test",
         max_unsent_bytes=max_unsent_bytes,
+        max_unanswered=max_unanswered,
     )
     return Publishing(stream, connection, reader, prefix, queue.name)
 
@@ -153,6 +159,39 @@ async def test_a_full_socket_makes_publishes_wait_until_it_drains(
         proxy.resume()
         await asyncio.wait_for(waiting, 20)
         await asyncio.wait_for(asyncio.gather(*confirms), 20)
+    finally:
+        proxy.resume()
+        await setup.connection.close()
+
+
+async def test_requests_wait_their_turn_while_the_broker_has_not_answered(
+    prefix: str, proxy: TcpProxy
+) -> None:
+    """With ``max_unanswered`` publishes unanswered, the next requests wait, and go in arrival
+    order once confirms come back; every message is confirmed."""
+    setup = await _publishing(prefix, proxy.url_for(AMQP_URL), timeout_s=30, max_unanswered=2)
+    try:
+        proxy.stall()
+        earlier = [setup.stream.publish(setup.message(), TIMESTAMP) for _ in range(2)]
+        assert not setup.stream.writable(1)
+        order: list[str] = []
+
+        async def request(name: str) -> asyncio.Future[object]:
+            await setup.stream.wait_writable(1)
+            order.append(name)
+            return setup.stream.publish(setup.message(), TIMESTAMP)
+
+        first = asyncio.create_task(request("first"))
+        await asyncio.sleep(0)  # a loop turn: "first" is waiting
+        second = asyncio.create_task(request("second"))
+        await asyncio.sleep(0)
+        assert not first.done()
+        assert not second.done()
+        proxy.resume()
+        later = await asyncio.wait_for(asyncio.gather(first, second), 20)
+        await asyncio.wait_for(asyncio.gather(*earlier, *later), 20)
+        assert order == ["first", "second"]
+        assert setup.stream.writable(1)
     finally:
         proxy.resume()
         await setup.connection.close()
