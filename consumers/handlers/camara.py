@@ -1,5 +1,8 @@
 """What the built-in planners share: reading an event, its version, and subscription lifecycle.
 
+Planners build only writes the store takes (values from their own tables, aware times), so
+they need no separate check; ``StateStore.apply_writes`` still refuses anything else.
+
 Type strings differ per API generation and event version (``org.camaraproject.device-status
 .v0.roaming-on``, ``...roaming-status-subscriptions.v0.roaming-on``, ``...device-roaming-
 status-subscriptions.v1.roaming-on``), so planners route on the last dotted segment, the
@@ -18,7 +21,7 @@ from consumers.state.precedence import (
     SUBSCRIPTION_LIFECYCLE,
     UPDATE_REASONS,
 )
-from consumers.state.writes import SubscriptionWrite, Version, Write, check, utc
+from consumers.state.writes import SubscriptionWrite, Version, Write, utc
 from gateway.adapters.partition import partition_key, phone_key
 from gateway.logs import get_logger
 
@@ -91,16 +94,6 @@ def optional_str(data: dict[str, Any], name: str) -> str | None:
     if not isinstance(value, str):
         raise Unprocessable(f"data.{name} must be a string")
     return value
-
-
-def checked(writes: list[Write]) -> list[Write]:
-    """``writes``, each one the store would take; Unprocessable otherwise."""
-    for write in writes:
-        try:
-            check(write)
-        except ValueError as exc:
-            raise Unprocessable(str(exc)) from None
-    return writes
 
 
 def plan_lifecycle(event: Event) -> list[Write]:

@@ -12,7 +12,6 @@ from typing import Final
 from consumers.event import Event
 from consumers.handlers.camara import (
     LIFECYCLE,
-    checked,
     event_name,
     ignore,
     plan_lifecycle,
@@ -34,11 +33,11 @@ def plan(event: Event) -> list[Write]:
     """The writes of one event on the reachability queue."""
     name = event_name(event.type)
     if name in LIFECYCLE:
-        return checked(plan_lifecycle(event))
+        return plan_lifecycle(event)
     value = REACHABILITY.get(name)
     if value is None:
         return ignore(event, "reachability")
-    return checked([ReachabilityWrite(require_device(event), value, version(event))])
+    return [ReachabilityWrite(require_device(event), value, version(event))]
 
 
 def make_handler(store: StateStore) -> Handler:

@@ -23,7 +23,6 @@ from typing import Any, Final, NamedTuple
 from consumers.event import Event, Unprocessable
 from consumers.handlers.camara import (
     LIFECYCLE,
-    checked,
     data_of,
     event_name,
     ignore,
@@ -32,8 +31,8 @@ from consumers.handlers.camara import (
     version,
 )
 from consumers.state import StateStore
-from consumers.state.precedence import COUNTRY_CARRIED, COUNTRY_IMPLIED
-from consumers.state.writes import CountryWrite, RoamingWrite, Write
+from consumers.state.precedence import COUNTRY_CARRIED
+from consumers.state.writes import CountryWrite, RoamingWrite, Version, Write
 from consumers.worker import Handler, applying
 
 
@@ -57,11 +56,11 @@ def plan(event: Event) -> list[Write]:
     """The writes of one event on the roaming queue."""
     name = event_name(event.type)
     if name in LIFECYCLE:
-        return checked(plan_lifecycle(event))
+        return plan_lifecycle(event)
     rule = ROAMING_EVENTS.get(name)
     if rule is None:
         return ignore(event, "roaming")
-    return checked(_plan_roaming(event, rule))
+    return _plan_roaming(event, rule)
 
 
 def _plan_roaming(event: Event, rule: RoamingEvent) -> list[Write]:
@@ -74,12 +73,13 @@ def _plan_roaming(event: Event, rule: RoamingEvent) -> list[Write]:
         if value is not None and not isinstance(value, bool):
             raise Unprocessable("data.roaming must be true or false")
         roaming = value
+    at = version(event)
     if roaming is not None:
-        writes.append(RoamingWrite(device, roaming, version(event)))
+        writes.append(RoamingWrite(device, roaming, at))
     code, names = _country(data) if rule.carries_country else (None, None)
-    carried = code is not None or names is not None
-    rank = COUNTRY_CARRIED if carried else COUNTRY_IMPLIED
-    writes.append(CountryWrite(device, code, names, version(event, rank=rank)))
+    if code is not None or names is not None:
+        at = Version(at.tier, at.time, COUNTRY_CARRIED, at.source, at.event_id)
+    writes.append(CountryWrite(device, code, names, at))
     return writes
 
 

@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from consumers.event import Event, Unprocessable
-from consumers.handlers.camara import checked, data_of, ignore, optional_str, version
+from consumers.handlers.camara import data_of, ignore, optional_str, version
 from consumers.state import StateStore
 from consumers.state.precedence import message_tier
 from consumers.state.writes import InboundWrite, MessageStatusWrite, Write
@@ -36,7 +36,7 @@ def plan(event: Event) -> list[Write]:
             status,
             version(event, tier=message_tier(status), time=_receipt_time(data)),
         )
-        return checked([write])
+        return [write]
     if event.type == INBOUND:
         data = data_of(event)
         received = _time(data, "date_received")
@@ -48,7 +48,7 @@ def plan(event: Event) -> list[Write]:
             received if received is not None else event.effective_time,
             version(event),
         )
-        return checked([inbound])
+        return [inbound]
     return ignore(event, "sms")
 
 

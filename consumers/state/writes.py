@@ -111,6 +111,8 @@ class ReducedWrites(NamedTuple):
 
 def utc(moment: datetime) -> datetime:
     """The same instant in UTC; a naive datetime is a caller bug and raises ValueError."""
+    if moment.tzinfo is UTC:
+        return moment
     if moment.tzinfo is None or moment.utcoffset() is None:
         raise ValueError(f"{moment!r} has no time zone")
     return moment.astimezone(UTC)
@@ -132,8 +134,15 @@ def check(write: Write) -> None:
                 )
         case InboundWrite():
             if write.received_time is not None:
-                utc(write.received_time)
-    utc(write.version.time)
+                _aware(write.received_time)
+    _aware(write.version.time)
+
+
+def _aware(moment: datetime) -> None:
+    if moment.tzinfo is UTC:
+        return
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise ValueError(f"{moment!r} has no time zone")
 
 
 W = TypeVar("W", RoamingWrite, CountryWrite, ReachabilityWrite, SubscriptionWrite)
