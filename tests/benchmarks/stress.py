@@ -10,7 +10,7 @@ p99 latency and throughput, and how the attacker was answered.
 
 A benchmark, not a test: the numbers depend on the machine and on what else runs on it.
 
-Usage: ``.venv/bin/python tests/benchmarks/stress.py [--duration 10] [--senders 8]
+Usage: ``.venv/bin/python tests/benchmarks/stress.py [--duration 20] [--senders 8]
 [--only calm,bodies]``.
 """
 
@@ -138,22 +138,21 @@ async def bodies(port: int, stop: asyncio.Event, tally: Tally) -> None:
 
 async def idle_connections(port: int, stop: asyncio.Event, tally: Tally) -> None:
     """1,100 TCP connections that never send a byte, topped up as the server closes them."""
-    held: list[asyncio.StreamWriter] = []
+    held: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
     try:
         while not stop.is_set():
-            held = [writer for writer in held if not writer.is_closing()]
+            held = [(reader, writer) for reader, writer in held if not reader.at_eof()]
             while len(held) < 1100 and not stop.is_set():
                 try:
-                    _, writer = await asyncio.open_connection("127.0.0.1", port)
+                    held.append(await asyncio.open_connection("127.0.0.1", port))
                 except OSError:
                     tally.add(0, 0.0)
                     break
-                held.append(writer)
                 tally.add(1, 0.0)  # "1": a connection opened
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), 1.0)
     finally:
-        close_all(held)
+        close_all([writer for _, writer in held])
 
 
 async def slow_headers(port: int, stop: asyncio.Event, tally: Tally) -> None:
@@ -313,7 +312,7 @@ def report(results: list[Result], senders: int) -> str:
 
 async def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--duration", type=float, default=10.0, help="seconds per mix")
+    parser.add_argument("--duration", type=float, default=20.0, help="seconds per mix")
     parser.add_argument("--senders", type=int, default=8, help="legitimate connections")
     parser.add_argument("--only", help=f"comma-separated mixes of: {', '.join(MIXES)}")
     parser.add_argument("--attack", choices=MIXES, help=argparse.SUPPRESS)  # attacker process
