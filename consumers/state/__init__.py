@@ -2,7 +2,8 @@
 
 ``open_store(url)`` picks the backend from the URL: ``sqlite:///./relative.db``,
 ``sqlite:////absolute.db``, or ``postgresql://...`` / ``postgres://...`` (optionally with
-``?schema=<name>``). Both backends behave the same; the rule is in ``store.py``.
+``?schema=<name>``). Both backends behave the same; the rule is in ``writes.py``
+(``precedence.py`` says what beats what).
 """
 
 from __future__ import annotations
