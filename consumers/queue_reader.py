@@ -207,9 +207,15 @@ def _tag(message: DeliveredMessage) -> int:
 
 @contextlib.asynccontextmanager
 async def reading(
-    connection: AbstractConnection, queue: str, target: int | None = None, window: int = WINDOW
+    connection: AbstractConnection,
+    queue: str,
+    target: int | None = None,
+    window: int = WINDOW,
+    hurry: asyncio.Event | None = None,
 ) -> AsyncIterator[QueueReader]:
-    """A ``QueueReader`` on a channel of its own; ``target`` defaults to the ready count."""
+    """A ``QueueReader`` on a channel of its own; ``target`` defaults to the ready count.
+    Once ``hurry`` is set, what is left is handed back without reading on (faster, but the
+    messages handed back may lose their place)."""
     ready_at_start = await ready_messages(connection, queue)
     if target is None:
         target = ready_at_start
@@ -219,8 +225,9 @@ async def reading(
         yield reader
     finally:
         with contextlib.suppress(Exception):  # a closed channel returns them by itself
-            while await reader.next() is not None:
-                pass  # read to the end first: only a whole queue handed back keeps its order
+            # Read to the end first: only a whole queue handed back keeps its order.
+            while not (hurry is not None and hurry.is_set()) and await reader.next() is not None:
+                pass
             handed_back = await reader.finish()
             await channel.close()
             if handed_back:

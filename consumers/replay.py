@@ -20,9 +20,10 @@ import contextlib
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
-from aiormq.abc import AbstractChannel, AbstractConnection, DeliveredMessage
+from aiormq.abc import AbstractConnection, DeliveredMessage
+from aiormq.channel import Channel
 from aiormq.exceptions import AMQPError, ChannelInvalidStateError
 from pamqp import commands
 
@@ -77,16 +78,18 @@ async def replay(
     progress: Callable[[int], None] = lambda _: None,
     window: int = WINDOW,
     summary: Summary | None = None,
+    hurry: asyncio.Event | None = None,
 ) -> Summary:
     """Move the messages of ``queue`` (those ``wanted``, at most ``limit``) as ``planner``
     says; the others stay where they are. See the module docstring. ``summary`` (counted
     into as moves finish) lets the caller report a run that ended in an error."""
     summary = Summary() if summary is None else summary
-    publish = await connection.channel(publisher_confirms=True)
+    # The concrete aiormq channel: its basic_publish takes ``wait`` (the abstract one not).
+    publish = cast(Channel, await connection.channel(publisher_confirms=True))
     moving: set[asyncio.Task[None]] = set()
     mandatory_ids: dict[str, asyncio.Task[None]] = {}
     try:
-        async with reading(connection, queue, window=window) as reader:
+        async with reading(connection, queue, window=window, hurry=hurry) as reader:
 
             async def move(
                 message: DeliveredMessage, plan: Plan, after: asyncio.Task[None] | None
@@ -147,7 +150,7 @@ def _forget(tasks: dict[str, asyncio.Task[None]], key: str, task: asyncio.Task[N
         del tasks[key]
 
 
-async def _confirmed(channel: AbstractChannel, copies: tuple[Copy, ...], timeout_s: float) -> bool:
+async def _confirmed(channel: Channel, copies: tuple[Copy, ...], timeout_s: float) -> bool:
     """Publish every copy; True only when the broker confirmed each (no nack, no return)."""
     if not copies:
         return False

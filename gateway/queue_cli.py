@@ -148,9 +148,11 @@ def _list(
     from consumers.message_json import json_line
     from consumers.queue_reader import reading
 
-    async def main(connection: AbstractConnection, stop: asyncio.Event) -> int:
+    async def main(
+        connection: AbstractConnection, stop: asyncio.Event, hurry: asyncio.Event
+    ) -> int:
         printed = 0
-        async with reading(connection, queue) as reader:
+        async with reading(connection, queue, hurry=hurry) as reader:
             while limit is None or printed < limit:
                 message = await _unless_stopped(reader.next(), stop)
                 if message is None:
@@ -183,7 +185,9 @@ def _replay(
     from consumers.replay import Summary, replay
     from consumers.tool_connection import ready_messages
 
-    async def main(connection: AbstractConnection, stop: asyncio.Event) -> int:
+    async def main(
+        connection: AbstractConnection, stop: asyncio.Event, hurry: asyncio.Event
+    ) -> int:
         total = await ready_messages(connection, queue)
         if destination is not None:
             await ready_messages(connection, destination)  # NoSuchQueue before anything moves
@@ -195,7 +199,7 @@ def _replay(
             counter = comeback(connection)
             plan = comeback_planner(counter.run_id)
         if args.dry_run:
-            return await _dry_run(connection, queue, plan, args.limit, wanted, stop)
+            return await _dry_run(connection, queue, plan, args.limit, wanted, stop, hurry)
         summary = Summary()
         try:
             with _progress(None if wanted else total) as advance:
@@ -211,6 +215,7 @@ def _replay(
                     wanted=wanted,
                     progress=advance,
                     summary=summary,
+                    hurry=hurry,
                 )
                 if counter is not None:
                     came_back = await counter.finish()
@@ -230,12 +235,13 @@ async def _dry_run(
     limit: int | None,
     wanted: Wanted,
     stop: asyncio.Event,
+    hurry: asyncio.Event,
 ) -> int:
     from consumers.message_json import json_line, text
     from consumers.queue_reader import reading
 
     replayed = failed = 0
-    async with reading(connection, queue) as reader:
+    async with reading(connection, queue, hurry=hurry) as reader:
         while limit is None or replayed + failed < limit:
             message = await _unless_stopped(reader.next(), stop)
             if message is None:
@@ -272,21 +278,34 @@ def _progress(total: int | None) -> Iterator[Callable[[int], None]]:
 
 def _run(
     settings: Settings,
-    main: Callable[[AbstractConnection, asyncio.Event], Any],
+    main: Callable[[AbstractConnection, asyncio.Event, asyncio.Event], Any],
 ) -> int:
-    """Connect, run ``main(connection, stop)`` with SIGINT/SIGTERM setting ``stop``; a broker
-    or queue problem is one line on stderr and exit 1."""
+    """Connect, run ``main(connection, stop, hurry)``: the first SIGINT/SIGTERM sets ``stop``,
+    a second ``hurry``; a broker or queue problem is one line on stderr and exit 1."""
     from consumers.tool_connection import BrokerUnreachable, NoSuchQueue, connect
     from gateway.loop import run
 
     async def runner() -> int:
         loop = asyncio.get_running_loop()
-        stop = asyncio.Event()
+        stop, hurry = asyncio.Event(), asyncio.Event()
+
+        def on_signal() -> None:
+            if stop.is_set():
+                hurry.set()
+                return
+            stop.set()
+            print(
+                f"{PROG}: stopping: the moves under way finish, the rest goes back in order "
+                "(again to skip keeping the order)",
+                file=sys.stderr,
+                flush=True,
+            )
+
         for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, stop.set)
+            loop.add_signal_handler(signum, on_signal)
         connection = await connect(settings.amqp)
         try:
-            code: int = await main(connection, stop)
+            code: int = await main(connection, stop, hurry)
         finally:
             with contextlib.suppress(Exception):
                 await connection.close()

@@ -4,9 +4,13 @@ fast, reading every message id of a queue, a poison message, the CLI's JSON line
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
+import os
+import pty
 import struct
 import subprocess
+import termios
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -19,7 +23,7 @@ from gateway.amqp_wire import Outgoing, PublishEncoder
 from gateway.confirm_stream import StreamTracker
 from gateway.settings import Settings
 from tests.broker import AMQP_URL
-from tests.worker_support import ROOT, Broker, cli_env, eventually, write_config
+from tests.worker_support import EVENT_GATEWAY, ROOT, Broker, cli_env, eventually, write_config
 
 Message = tuple[bytes, commands.Basic.Properties]
 
@@ -137,6 +141,41 @@ def run_shell(script: str, timeout: float = 60) -> subprocess.CompletedProcess[s
         env=cli_env(),
         check=False,
     )
+
+
+def run_cli_on_a_terminal(*args: str, timeout: float = 60) -> tuple[int, str, str]:
+    """Run ``event-gateway ARGS`` with stderr on a pseudo-terminal (stdout a pipe); returns
+    (exit status, stdout, what the terminal got)."""
+    controller, terminal = pty.openpty()
+    # A real terminal has a size; tqdm draws nothing on a 0-column one.
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+    try:
+        process = subprocess.Popen(
+            [EVENT_GATEWAY, *args],
+            stdout=subprocess.PIPE,
+            stderr=terminal,
+            cwd=ROOT,
+            env=cli_env(),
+        )
+    finally:
+        os.close(terminal)
+    seen: list[bytes] = []
+    try:
+        while True:  # read the terminal as it writes, so it never blocks on a full buffer
+            try:
+                chunk = os.read(controller, 4096)
+            except OSError:  # EIO: the child closed its end
+                break
+            if not chunk:
+                break
+            seen.append(chunk)
+        stdout = process.stdout.read() if process.stdout else b""
+        process.wait(timeout)
+    finally:
+        os.close(controller)
+        if process.stdout:
+            process.stdout.close()
+    return process.returncode, stdout.decode(), b"".join(seen).decode(errors="replace")
 
 
 def json_lines(result: subprocess.CompletedProcess[str]) -> list[dict[str, Any]]:

@@ -3,6 +3,7 @@ their work queue confirm-then-ack, on the real broker."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,7 @@ from tests.queue_tools_support import (
     json_lines,
     message_ids,
     publish_poison,
+    run_cli_on_a_terminal,
     run_shell,
 )
 from tests.worker_support import (
@@ -185,6 +187,24 @@ async def test_dry_run_and_limit(env: Broker, tmp_path: Path) -> None:
     assert json_lines(limited) == [{"replayed": 2, "failed": 0}]
     assert await message_ids(queue) == ["d-0", "d-1"]
     assert await message_ids(dlq_name(queue)) == ["d-2", "d-3"]
+
+
+@pytest.mark.slow
+async def test_progress_bar_only_on_a_terminal(env: Broker, tmp_path: Path) -> None:
+    """With stderr on a terminal, replay draws a progress bar there (stdout still just the
+    summary); with stderr a pipe, stderr stays empty."""
+    settings, _ = await work_queue_with_dead_letters(env, 300)
+    config = str(write_config(tmp_path, settings))
+    code, stdout, terminal = run_cli_on_a_terminal(
+        "dlq", "replay", "roaming", "--limit", "150", "--config", config
+    )
+    assert code == 0, terminal
+    assert [json.loads(line) for line in stdout.splitlines()] == [{"replayed": 150, "failed": 0}]
+    assert "150/150" in terminal
+    assert "msg" in terminal
+    piped = run_cli("dlq", "replay", "roaming", "--config", config)
+    assert json_lines(piped) == [{"replayed": 150, "failed": 0}]
+    assert piped.stderr == ""
 
 
 @pytest.mark.slow
