@@ -176,3 +176,31 @@ async def test_topology_command_names_an_old_store_in_one_line(
     assert done.returncode == 1
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert f"'{prefix}.unrouted' exists with other arguments" in done.stderr
+
+
+async def test_kept_records_carry_no_credential_header(
+    make_ingress: IngressFactory, prefix: str
+) -> None:
+    """A 400 kept on .rejected: its headers hold no Authorization, token or signature value."""
+    ingress = await make_ingress()
+    status, _ = await ingress.post(
+        "cloudevents",
+        b"{}",
+        "application/json",
+        **{
+            "X-Auth-Token": "tok-secret-1",
+            "Webhook-Signature": "v1,sig-secret-2",
+            "X-Api-Key": "key-secret-3",
+            "Cookie": "session=cookie-secret-4",
+            "X-Request-Id": "kept-5",
+        },
+    )
+    assert status == 400
+    queue = await ingress.channel.get_queue(Names.for_prefix(prefix).rejected, ensure=False)
+    message = await queue.get(no_ack=True, fail=False)
+    assert message is not None
+    record = orjson.loads(message.body)
+    kept = {name.lower(): value for name, value in record["headers"].items()}
+    assert kept["x-request-id"] == "kept-5"
+    assert b"secret" not in message.body
+    assert not {"authorization", "x-auth-token", "cookie", "webhook-signature"} & kept.keys()
