@@ -26,6 +26,8 @@ log = get_logger("gateway.app")
 
 PUBLISHER = web.AppKey("publisher", EventPublisher)
 METRICS = web.AppKey("metrics", IngressMetrics)
+# ``/callbacks/<name>`` → that source's POST handler: the lean dispatch (``gateway.dispatch``).
+CALLBACK_ROUTES = web.AppKey("callback_routes", dict[str, Handler])
 
 
 def create_app(
@@ -54,8 +56,10 @@ def create_app(
     if jwks:
         app.cleanup_ctx.append(jwks_lifecycle(jwks))
     ops = OpsHandlers(metrics, (lambda: ready_publisher.ready, *readiness))
-    for source in settings.sources:
-        app.router.add_post(f"/callbacks/{source.name}", callbacks.post_to(source))
+    routes = {f"/callbacks/{source.name}": callbacks.post_to(source) for source in settings.sources}
+    app[CALLBACK_ROUTES] = routes
+    for path, post in routes.items():
+        app.router.add_post(path, post)
     app.router.add_post("/callbacks/{source}", callbacks.post)
     app.router.add_route("OPTIONS", "/callbacks/{source}", callbacks.options)
     app.router.add_get("/healthz", ops.healthz)

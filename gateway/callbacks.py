@@ -24,7 +24,7 @@ from gateway.auth import AuthResult, Outcome
 from gateway.body_reader import BODY_CHARGE, BodyNotReceived, InflightFull, read_charged
 from gateway.cloudevent import CloudEvent, rfc3339
 from gateway.inflight import InflightBudget
-from gateway.logs import get_logger
+from gateway.logs import get_logger, log_events
 from gateway.memory import MemoryTrimmer
 from gateway.metrics import UNKNOWN_SOURCE, IngressMetrics
 from gateway.problem import problem_response
@@ -217,13 +217,7 @@ class CallbackHandlers:
                 503, f"the event could not be stored: {exc}", headers={"Retry-After": RETRY_AFTER_S}
             )
         self._metrics.confirmed.inc(len(events))
-        for event in events:
-            log.info(
-                "event accepted",
-                source=source.name,
-                event_id=event["id"],
-                event_type=event["type"],
-            )
+        log_events("event accepted", source.name, events)
         return web.Response(status=NO_CONTENT)
 
     async def _read_body(self, request: web.Request) -> bytes | None:

@@ -23,6 +23,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway.connections import HTTP_SETTINGS, ConnectionGuard, connection_cap
+from gateway.dispatch import install as lean_dispatch
 from gateway.logs import get_logger
 from gateway.settings import HttpSettings
 
@@ -68,6 +69,7 @@ async def serve_app(
     )
     await runner.setup()
     assert runner.server is not None
+    lean_dispatch(runner)  # POST /callbacks/<name> skips the router and middleware chain
     http = app.get(HTTP_SETTINGS) or HttpSettings()
     cap = connection_cap(http.max_connections)
     guard = ConnectionGuard(

@@ -17,6 +17,7 @@ from aiohttp.test_utils import TestClient
 from consumers.state import StateStore, open_store
 from gateway.app import PUBLISHER, create_app
 from gateway.auth import hash_token
+from gateway.dispatch import install as install_lean_dispatch
 from gateway.settings import AmqpSettings, HttpSettings, Settings, Source, TokenDigest
 from tests.broker import AMQP_URL, delete_everything, unique_prefix
 from tests.tcp_proxy import TcpProxy
@@ -148,6 +149,8 @@ async def make_ingress(
         settings = make_settings(prefix, **amqp_overrides)
         app = create_app(settings)
         client = await aiohttp_client(app)
+        assert client.server.runner is not None
+        install_lean_dispatch(client.server.runner)  # as ``serve`` does
         publisher = app[PUBLISHER]
         await asyncio.wait_for(publisher.wait_ready(), 15)  # type: ignore[attr-defined]
         channel = await amqp.channel()
