@@ -1,5 +1,8 @@
 """Moving messages out of a queue: confirm first, then ack, many moves in flight.
 
+Errors:
+    ReplayBroken: copies were confirmed but their originals could not be acked.
+
 A ``Planner`` (pure: one message in, a ``Plan`` out) says where each message's new copies go
 and whether that counts as replayed (it reached its destination) or failed (it stays: its
 copy goes back to the end of its own queue, e.g. a rejected request with its new reason).
@@ -30,6 +33,10 @@ from pamqp import commands
 from consumers.queue_reader import WINDOW, reading
 
 _BROKER_ERRORS = (AMQPError, ChannelInvalidStateError, ConnectionError, OSError, TimeoutError)
+
+
+class ReplayBroken(Exception):
+    """Copies were confirmed but their originals could not be acked (the channel closed)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +95,7 @@ async def replay(
     publish = cast(Channel, await connection.channel(publisher_confirms=True))
     moving: set[asyncio.Task[None]] = set()
     mandatory_ids: dict[str, asyncio.Task[None]] = {}
+    unsettled: list[BaseException] = []
     try:
         async with reading(connection, queue, window=window, hurry=hurry) as reader:
 
@@ -99,7 +107,11 @@ async def replay(
                     # per id in flight, or a return could fail the wrong move.
                     await asyncio.wait({after})
                 if await _confirmed(publish, plan.copies, publish_timeout_s):
-                    await reader.settle(message)
+                    try:
+                        await reader.settle(message)
+                    except _BROKER_ERRORS as exc:  # the copy is in; the original comes back
+                        unsettled.append(exc)
+                        return
                     if plan.moves:
                         summary.replayed += 1
                     else:
@@ -137,6 +149,11 @@ async def replay(
             stopping.cancel()
             if moving:
                 await asyncio.wait(moving)
+        if unsettled:
+            raise ReplayBroken(
+                f"the broker connection failed during the replay ({unsettled[0]}): "
+                f"{len(unsettled)} messages were copied but not acked and may be in both queues"
+            )
     finally:
         for task in moving:
             task.cancel()
