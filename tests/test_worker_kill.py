@@ -16,7 +16,7 @@ import pytest
 
 from consumers.handlers import builtin_spec
 from consumers.state import open_store
-from gateway.topology import dlq_name
+from gateway.topology import declare_worker_queue, dlq_name
 from tests.worker_support import (
     POSTGRES_URL,
     Broker,
@@ -34,7 +34,8 @@ from tests.worker_support import (
 
 pytestmark = pytest.mark.slow
 
-MESSAGES = 300
+MESSAGES = 1000
+PREFETCH = 64
 # Each message gets these receipts, in shuffled order: the final state depends on the
 # precedence rules (a final status is never moved back), not on delivery order.
 RECEIPTS = (
@@ -72,37 +73,27 @@ async def test_sigkill_mid_batch_loses_nothing_and_ends_in_the_same_state(
 ) -> None:
     """SIGKILL while batches are in flight; a fresh worker finishes; every message's state in
     PostgreSQL equals what one worker that never died leaves; nothing dead-lettered."""
-    settings = make_settings(env.prefix, postgres_url, prefetch=64)
+    settings = make_settings(env.prefix, postgres_url, prefetch=PREFETCH)
     spec = builtin_spec(settings.amqp, "sms")
     env.track(spec.queue, settings)
     config = str(write_config(tmp_path, settings))
     channel = await env.channel()
     events = _events()
     store = await open_store(postgres_url)
+    # A backlog first, so the worker is killed with batches in flight and work left.
+    await declare_worker_queue(channel, settings.amqp, settings.workers, spec.queue, spec.bindings)
+    await publish_events(channel, settings, events)
     killed = start_cli("consume", "sms", "--config", config, output=tmp_path / "killed.log")
     fresh = None
     try:
 
-        async def consuming() -> bool:
+        async def some_acked() -> bool:
             assert killed.poll() is None, killed.communicate()
-            probe = await env.channel()  # a passive declare of a missing queue closes it
-            try:
-                declared = await probe.declare_queue(spec.queue, passive=True)
-            except Exception:
-                return False
-            finally:
-                if not probe.is_closed:
-                    await probe.close()
-            return (declared.declaration_result.consumer_count or 0) >= 1
+            # The worker holds at most ``prefetch`` unacked: fewer ready than that below the
+            # total means it has applied and acked some, and is at work on the next batches.
+            return await queue_depth(channel, spec.queue) < len(events) - 3 * PREFETCH
 
-        await eventually(consuming, what="the first worker consuming")
-        await publish_events(channel, settings, events)
-
-        async def some_applied() -> bool:
-            found = [await store.message(f"k-{n}") for n in range(0, MESSAGES, 10)]
-            return any(found)
-
-        await eventually(some_applied, what="some receipts applied")
+        await eventually(some_acked, what="some receipts applied")
         killed.send_signal(signal.SIGKILL)
         killed.communicate(timeout=10)
         assert await queue_depth(channel, spec.queue) > 0, "killed too late: nothing left"
@@ -133,7 +124,7 @@ async def test_sigkill_mid_batch_loses_nothing_and_ends_in_the_same_state(
     assert await queue_depth(channel, dlq_name(spec.queue)) == 0
 
     # The same events through one worker that never died (in this process, SQLite).
-    reference_settings = make_settings(env.prefix, sqlite_url(tmp_path), prefetch=64)
+    reference_settings = make_settings(env.prefix, sqlite_url(tmp_path), prefetch=PREFETCH)
     await run_until_settled(reference_settings, spec, channel, events)
     reference = await open_store(reference_settings.state.url)
     try:
