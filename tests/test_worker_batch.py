@@ -162,9 +162,7 @@ async def test_a_failing_batch_write_falls_back_to_one_event_at_a_time(
     """When the batch write fails, every event is written and acked alone, none retried."""
     settings = make_settings(env.prefix, sqlite_url(tmp_path), prefetch=16)
     queue = await _prefilled(env, settings, _events(EVENTS))
-    spec = WorkerSpec(
-        queue=queue, bindings=BUILTIN_BINDINGS["roaming"], planner=roaming.plan
-    )
+    spec = WorkerSpec(queue=queue, bindings=BUILTIN_BINDINGS["roaming"], planner=roaming.plan)
     store = await open_store(settings.state.url)
     spy = SpyStore(store, fail=True)
     try:
