@@ -123,11 +123,11 @@ async def test_two_processes_share_the_port_and_report_every_process(
                 ).declaration_result.message_count < 200:
                     assert loop.time() < deadline, "not every 2xx-answered event was stored"
                     await asyncio.sleep(0.05)  # poll the broker's count
-            deadline = loop.time() + 10
+            deadline = loop.time() + 30
             while True:
                 async with session.get(f"http://127.0.0.1:{port}/metrics") as response:
                     text = await response.text()
-                processes = set(re.findall(r'gateway_requests_total\{[^}]*process="(\d)"', text))
+                processes = set(re.findall(r'event_gateway_build_info\{[^}]*process="(\d)"', text))
                 if processes == {"0", "1"}:
                     break
                 assert loop.time() < deadline, f"/metrics did not show both processes: {processes}"
