@@ -199,11 +199,16 @@ def _topology(args: argparse.Namespace, settings: Settings) -> int:
     from gateway.topology import declare_all
 
     async def main() -> int:
-        try:
-            connection = await aio_pika.connect(settings.amqp.url, timeout=10)
-        except (AMQPError, OSError, TimeoutError) as exc:
+        connection = None
+        for url in settings.amqp.urls:  # the first node of the cluster that answers
+            try:
+                connection = await aio_pika.connect(url, timeout=10)
+                break
+            except (AMQPError, OSError, TimeoutError) as exc:
+                error = exc
+        if connection is None:
             print(
-                f"event-gateway: cannot reach RabbitMQ: {exc or type(exc).__name__}",
+                f"event-gateway: cannot reach RabbitMQ: {error or type(error).__name__}",
                 file=sys.stderr,
             )
             return 1

@@ -43,6 +43,7 @@ DEFAULT_TYPES: dict[str, tuple[str, ...]] = {
     "notify-inbound-sms": ("notify.sms.inbound",),
 }
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+DEFAULT_AMQP_URL = "amqp://guest:guest@localhost:5672/"
 
 
 class ConfigError(Exception):
@@ -98,7 +99,7 @@ class HttpSettings:
 
 @dataclass(frozen=True)
 class AmqpSettings:
-    url: str = field(default="amqp://guest:guest@localhost:5672/", repr=False)
+    url: str = field(default=DEFAULT_AMQP_URL, repr=False)
     exchange: str = "events"
     queue_type: str = "quorum"
     publish_timeout_s: float = 5.0
@@ -110,10 +111,18 @@ class AmqpSettings:
     publisher: str = "fast"  # or "standard" (plain aio-pika)
 
     def __post_init__(self) -> None:
+        # ``url`` is always the first of ``urls``. Built with ``urls`` alone, ``url`` follows
+        # it; ``replace(amqp, url=X)`` means "use X" (a test's proxy, say), so X goes first.
         if not self.urls:
             object.__setattr__(self, "urls", (self.url,))
+        elif self.url not in self.urls:
+            if self.url == DEFAULT_AMQP_URL:
+                object.__setattr__(self, "url", self.urls[0])
+            else:
+                object.__setattr__(self, "urls", (self.url,))
         elif self.url != self.urls[0]:
-            object.__setattr__(self, "url", self.urls[0])
+            others = tuple(u for u in self.urls if u != self.url)
+            object.__setattr__(self, "urls", (self.url, *others))
 
 
 @dataclass(frozen=True)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from gateway.settings import ConfigError, load_settings
+from gateway.settings import AmqpSettings, ConfigError, load_settings
 
 DIGEST = "sha256:" + "ab" * 32
 
@@ -247,3 +248,12 @@ def test_bad_source_security_is_a_config_error(tmp_path: Path, source: str, mess
     text = f'[[sources]]\nname = "s"\nadapter = "cloudevents"\n{source}\n'
     with pytest.raises(ConfigError, match=message):
         load_settings(write(tmp_path, text), env={})
+
+
+def test_url_and_urls_stay_in_step() -> None:
+    """``url`` is the first of ``urls``: built from either, or replaced with a URL of its own."""
+    both = AmqpSettings(url="amqp://a/", urls=("amqp://a/", "amqp://b/"))
+    assert both.urls == ("amqp://a/", "amqp://b/")
+    assert AmqpSettings(urls=("amqp://q/",)).url == "amqp://q/"
+    assert replace(both, url="amqp://proxy/").urls == ("amqp://proxy/",)
+    assert replace(both, url="amqp://b/").urls == ("amqp://b/", "amqp://a/")
