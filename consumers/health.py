@@ -46,7 +46,11 @@ async def serve_health(
         response.headers["Content-Type"] = CONTENT_TYPE_LATEST
         return response
 
+    async def no_banner(_request: web.Request, response: web.StreamResponse) -> None:
+        response.headers["Server"] = "event-gateway"  # no version banner (§7)
+
     app = web.Application()
+    app.on_response_prepare.append(no_banner)
     app.router.add_get("/healthz", probe(alive))
     app.router.add_get("/readyz", probe(ready))
     app.router.add_get("/metrics", metrics)

@@ -275,7 +275,7 @@ async def test_drain_timeout_cancels_handlers_and_their_messages_come_back(env: 
 
 async def test_health_and_metrics_endpoints(env: Broker) -> None:
     """/readyz is 200 while consuming and 503 before and after; /healthz is 200 throughout;
-    /metrics counts deliveries."""
+    /metrics counts deliveries; no version banner."""
     settings = make_settings(env.prefix)
 
     async def handler(event: Event) -> None:
@@ -310,6 +310,7 @@ async def test_health_and_metrics_endpoints(env: Broker) -> None:
         await eventually(lambda: _count(worker, "ok") == 1, what="ack")
         async with http.get(f"{base}/metrics") as response:
             text = await response.text()
+            assert response.headers["Server"] == "event-gateway"  # no version banner
         assert f'gateway_worker_deliveries_total{{outcome="ok",queue="{spec.queue}"}} 1.0' in text
         assert "gateway_worker_handler_duration_seconds_bucket" in text
         stop.set()
