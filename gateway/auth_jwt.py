@@ -289,7 +289,9 @@ class JwtAuth:
         now: datetime,
     ) -> AuthResult:
         token = extract_token(headers.get("Authorization"), query_token)
-        if token is None or len(token) > MAX_TOKEN_CHARS:
+        # A JWT is base64url and dots: anything else (bytes aiohttp kept as lone surrogates,
+        # which PyJWT cannot encode) is refused before PyJWT sees it.
+        if token is None or len(token) > MAX_TOKEN_CHARS or not token.isascii():
             return REFUSED
         if self._generation != self.cache.generation:
             self._verified.clear()
@@ -305,7 +307,12 @@ class JwtAuth:
         except jwt.PyJWTError:
             return REFUSED
         alg, kid = header.get("alg"), header.get("kid")
-        if alg not in ALGORITHMS or not (kid is None or isinstance(kid, str)):
+        # ``alg`` may be any JSON value (a list is unhashable): only a listed string passes.
+        if (
+            not isinstance(alg, str)
+            or alg not in ALGORITHMS
+            or not (kid is None or isinstance(kid, str))
+        ):
             return REFUSED
         try:
             keys = await self.cache.keys_for(kid, alg)

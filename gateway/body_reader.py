@@ -36,6 +36,9 @@ async def read_charged(request: web.Request, max_body: int) -> bytes | None:
     except web.HTTPRequestEntityTooLarge:
         return None
     except (ConnectionError, RequestPayloadError) as exc:
+        # Nothing more of this body is read: without this, aiohttp reads on after the answer
+        # (its lingering close), meets the same error and logs it as an unhandled exception.
+        request.content.feed_eof()
         raise BodyNotReceived(str(exc) or type(exc).__name__) from None
     if not charge.resize(max(charge.amount, parsed_cost(body))):
         raise InflightFull

@@ -130,6 +130,7 @@ class CallbackHandlers:
         except BodyNotReceived as exc:  # broken framing; or the client is gone (no one hears)
             log.info("body not received", status=400, error=str(exc))
             response = problem_response(400, "the body did not arrive whole")
+            response.force_close()  # the rest of the stream cannot be trusted to frame requests
         finally:
             charge.release()
         self._metrics.observe(
