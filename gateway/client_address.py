@@ -37,6 +37,19 @@ def parse_address(text: str | None) -> Address | None:
     return address
 
 
+def unmapped(networks: Iterable[Network]) -> tuple[Network, ...]:
+    """``networks`` with IPv4-mapped IPv6 ones (``::ffff:192.0.2.0/120``) as the IPv4
+    networks they name: client addresses are compared in their IPv4 form."""
+    out: list[Network] = []
+    for net in networks:
+        mapped = net.network_address.ipv4_mapped if net.version == 6 else None
+        if mapped is not None and net.prefixlen >= 96:
+            out.append(ipaddress.IPv4Network(f"{mapped}/{net.prefixlen - 96}"))
+        else:
+            out.append(net)
+    return tuple(out)
+
+
 def _within(address: Address, networks: Iterable[Network]) -> bool:
     return any(address.version == net.version and address in net for net in networks)
 

@@ -17,8 +17,18 @@ CREDENTIAL_HEADERS = frozenset(
     {"authorization", "proxy-authorization", "cookie", "x-api-key", "x-auth-token", "apikey"}
 )
 # Any header whose name holds one of these is a credential too (X-Hub-Signature-256,
-# webhook-signature, X-CSRF-Token, X-Webhook-Secret, ...).
-CREDENTIAL_WORDS = ("token", "signature", "secret", "password", "api-key")
+# webhook-signature, X-CSRF-Token, X-Webhook-Secret, X-Authorization, X_API_KEY, ...).
+CREDENTIAL_WORDS = (
+    "token",
+    "signature",
+    "secret",
+    "password",
+    "api-key",
+    "api_key",
+    "apikey",
+    "authorization",
+    "cookie",
+)
 
 
 def rejected_record(

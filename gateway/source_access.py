@@ -16,7 +16,7 @@ from datetime import datetime
 
 from gateway.auth import Authenticator, AuthResult, simple_authenticator
 from gateway.auth_jwt import JwksCache, jwt_authenticator
-from gateway.client_address import Network, allowed, client_address
+from gateway.client_address import Network, allowed, client_address, unmapped
 from gateway.cloudevent import CloudEvent
 from gateway.rate_limit import TokenBucket
 from gateway.settings import Source
@@ -34,8 +34,8 @@ class SourceAccess:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.source = source
-        self._trusted = trusted_proxies
-        self._allow_from = source.allow_from
+        self._trusted = unmapped(trusted_proxies)
+        self._allow_from = unmapped(source.allow_from)
         # auth = "none" with no allow_from would be open to anyone: settings refuse such a
         # config; a Source built in code without one lets nobody in rather than everybody.
         self.restricted = bool(source.allow_from) or source.auth == "none"
