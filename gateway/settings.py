@@ -520,12 +520,13 @@ def _port(value: Any, where: str) -> int:
 
 
 def _positive_float(value: Any, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+    # ``not value > 0`` also refuses TOML's nan (it would pass every comparison check).
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
         raise ConfigError(f"{where} must be a positive number, not {value!r}")
     return float(value)
 
 
 def _non_negative_float(value: Any, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
         raise ConfigError(f"{where} must be a number of seconds >= 0, not {value!r}")
     return float(value)

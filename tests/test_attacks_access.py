@@ -1,16 +1,20 @@
-"""Second-reader findings on the pure door checks: IPv4-mapped networks in ``allow_from`` and
-``trusted_proxies``, and credential headers that a rejected record must not keep."""
+"""Second-reader findings on the door checks: IPv4-mapped networks in ``allow_from`` and
+``trusted_proxies``, credential headers that a rejected record must not keep, and ``nan`` in
+a source's settings."""
 
 from __future__ import annotations
 
 import ipaddress
+import subprocess
+from pathlib import Path
 
 import orjson
 import pytest
 
 from gateway.rejected import rejected_record
-from gateway.settings import Source
+from gateway.settings import ConfigError, Source, load_settings
 from gateway.source_access import SourceAccess
+from tests.processes import EVENT_GATEWAY, clean_env
 
 
 def networks(*cidrs: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
@@ -66,3 +70,30 @@ def test_a_rejected_record_drops_other_credential_headers(name: str) -> None:
     )
     assert record["headers"] == {"ce-id": "e1", "Content-Type": "x/y"}
     assert b"s3cr3t-value" not in orjson.dumps(record)
+
+
+@pytest.mark.parametrize(
+    "key", ["max_future_skew_s", "leeway_s", "signature_tolerance_s", "rate_limit"]
+)
+def test_a_nan_in_a_source_setting_is_a_config_error(tmp_path: Path, key: str) -> None:
+    """TOML's ``nan`` passed every range check: ``max_future_skew_s = nan`` made every
+    callback of the source a 500, ``leeway_s = nan`` let expired JWTs through. It is refused
+    at start (one line, exit 2)."""
+    config = tmp_path / "gateway.toml"
+    config.write_text(
+        '[amqp]\nurl = "amqp://guest:guest@127.0.0.1:5672/"\nexchange = "x"\n'
+        f'[[sources]]\nname = "s"\nadapter = "cloudevents"\n{key} = nan\n',
+        encoding="utf-8",
+    )
+    with pytest.raises(ConfigError, match=key):
+        load_settings(config, env={})
+    done = subprocess.run(
+        [EVENT_GATEWAY, "serve", "--config", str(config)],
+        capture_output=True,
+        timeout=60,
+        check=False,
+        env=clean_env(),
+    )
+    assert done.returncode == 2
+    assert len(done.stderr.decode().strip().splitlines()) == 1
+    assert key in done.stderr.decode()
