@@ -27,6 +27,7 @@ from gateway.inflight import InflightBudget
 from gateway.logs import get_logger, log_events
 from gateway.memory import MemoryTrimmer
 from gateway.metrics import UNKNOWN_SOURCE, IngressMetrics
+from gateway.no_content import NoContent
 from gateway.problem import problem_response
 from gateway.publisher import BrokerUnavailable
 from gateway.rate_limit import retry_after
@@ -39,7 +40,6 @@ from gateway.tracing import ingress_tracing
 log = get_logger("gateway.callbacks")
 
 RETRY_AFTER_S = "5"
-NO_CONTENT = 204
 # One answer for every failed credential, whatever was wrong with it (contract §8).
 UNAUTHORIZED_DETAIL = "valid credentials for this source are required"
 UNAUTHORIZED_HEADERS = {"WWW-Authenticate": 'Bearer realm="event-gateway"'}
@@ -219,7 +219,7 @@ class CallbackHandlers:
             )
         self._metrics.confirmed.inc(len(events))
         log_events("event accepted", source.name, events)
-        return web.Response(status=NO_CONTENT)
+        return NoContent()
 
     async def _read_body(self, request: web.Request) -> bytes | None:
         """The body, or None when it is larger than ``max_body_bytes``."""
