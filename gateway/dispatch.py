@@ -6,9 +6,9 @@ it, and runs the middleware chain (aiohttp's own ``_fix_request_current_app`` wr
 ``problem_middleware``) around the handler: about an eighth of the ingress's CPU per request.
 A callback to a configured source is an exact path known at start, so the server's request
 handler looks the raw request target up in a dict first and calls that source's handler
-inside the same problem+json error guard; everything else (another method, a query string, a
-percent-encoded or unknown name, ``/healthz``, ``/metrics``…) goes through the application
-exactly as before, so routing answers (404, 405 with ``Allow``) do not change.
+inside the same problem+json error guard; everything else (another method, a query string, an
+``Expect`` header, a percent-encoded or unknown name, ``/healthz``, ``/metrics``…) goes through
+the application exactly as before, so routing answers (404, 405 with ``Allow``) do not change.
 """
 
 from __future__ import annotations
@@ -30,11 +30,14 @@ def lean_dispatch(routes: Mapping[str, Handler], fallback: RequestHandler) -> Re
     anything else to ``fallback`` (the application's own ``_handle``)."""
     posts = dict(routes)
     post_method = hdrs.METH_POST
+    expect = hdrs.EXPECT
 
     async def dispatch(request: BaseRequest) -> StreamResponse:
         if request.method == post_method:
             handler = posts.get(request.raw_path)
-            if handler is not None:
+            # ``Expect: 100-continue`` is answered by the router's expect handler: without it a
+            # client waiting for the 100 stalls (curl 1 s, others until their body times out).
+            if handler is not None and expect not in request.headers:
                 return await problem_middleware(request, handler)  # type: ignore[arg-type]
         return await fallback(request)
 

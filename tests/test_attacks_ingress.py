@@ -200,6 +200,27 @@ def test_a_body_whose_content_encoding_cannot_be_decoded_is_400_and_closes(
     assert _unhandled(target.serve) == []
 
 
+def test_expect_100_continue_is_answered_on_a_source_path(target: Target) -> None:
+    """A sender that waits for ``100 Continue`` before its body (curl, .NET, Java clients) gets
+    it at once on ``/callbacks/<name>`` too, and then its 204."""
+    head = (
+        "POST /callbacks/bear HTTP/1.1\r\nHost: gateway\r\nExpect: 100-continue\r\n"
+        f"Authorization: Bearer {TOKEN}\r\nContent-Type: {CE}\r\n"
+        f"Content-Length: {len(EVENT)}\r\nConnection: close\r\n\r\n"
+    ).encode()
+    with socket.create_connection(("127.0.0.1", target.serve.port), timeout=5) as sock:
+        sock.sendall(head)
+        sock.settimeout(0.9)  # below curl's own 1 s wait: a 100 must come before it
+        interim = sock.recv(1024)
+        assert interim.startswith(b"HTTP/1.1 100 Continue\r\n\r\n")
+        sock.settimeout(10)
+        sock.sendall(EVENT)
+        answer = interim[len(b"HTTP/1.1 100 Continue\r\n\r\n") :]
+        while chunk := sock.recv(65536):
+            answer += chunk
+    assert statuses(answer) == [204]
+
+
 def test_no_secret_phone_or_traceback_reaches_the_output(target: Target) -> None:
     """After hostile requests carrying the token, a JWT, the whsec key and a phone number,
     the process's stdout and stderr hold none of them, no traceback, and every answer is a
