@@ -79,13 +79,24 @@ def stage_of(stack: list[str]) -> str:
     return OTHER
 
 
+def idle(stack: list[str]) -> bool:
+    """A sample of the log flusher thread asleep between flushes: py-spy's ``--nonblocking``
+    mode records it as busy, yet it uses no CPU (its flushes are counted as logging)."""
+    return stack[-1].startswith(IDLE_FRAME)
+
+
+IDLE_FRAME = "BufferedBytesLogger._flush_forever ("
+
+
 def stages(folded: Path) -> Counter[str]:
-    """Samples per stage in a py-spy ``--format raw`` (folded) file."""
+    """Samples per stage in a py-spy ``--format raw`` (folded) file, idle samples left out."""
     counts: Counter[str] = Counter()
     for line in folded.read_text(encoding="utf-8", errors="replace").splitlines():
         stack, _, count = line.rpartition(" ")
         if stack and count.isdigit():
-            counts[stage_of(stack.split(";"))] += int(count)
+            frames = stack.split(";")
+            if not idle(frames):
+                counts[stage_of(frames)] += int(count)
     return counts
 
 
