@@ -1,12 +1,13 @@
-"""Attacks on a real ``event-gateway serve`` (real broker) that once got a 500 or an unhandled
-exception in the log: raw bytes in a JWT, a JWT header whose ``alg`` is not a string, a body
-whose ``Content-Encoding`` cannot be decoded; and no secret, phone number or traceback in the
-process's output after such requests."""
+"""Attacks on a real ``event-gateway serve`` (real broker) that once got a 500, an unhandled
+exception in the log, a stall or an OOM: raw bytes in a JWT, a JWT header whose ``alg`` is not
+a string, a body whose ``Content-Encoding`` cannot be decoded, ``Expect: 100-continue``, huge
+request heads; and no secret, phone number or traceback in the process's output after them."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import json
 import socket
@@ -219,6 +220,62 @@ def test_expect_100_continue_is_answered_on_a_source_path(target: Target) -> Non
         while chunk := sock.recv(65536):
             answer += chunk
     assert statuses(answer) == [204]
+
+
+def _hwm(serve: Serve) -> int:
+    return serve.vm("VmHWM")
+
+
+def test_oversized_request_heads_are_cut_off_before_they_cost_memory(target: Target) -> None:
+    """100 unauthenticated connections each sending a 800 KB request head (100 headers of
+    8,000 bytes, within aiohttp's own limits) are closed well before ``header_timeout_s`` and
+    add little to peak RSS (they took the ingress from 63 to 956 MB); a head over 64 KiB is
+    answered 431, and a binary-mode event with 40 KB of attributes still gets its 204."""
+    serve = target.serve
+    before = _hwm(serve)
+    line = b"X-Filler: " + b"v" * 8000 + b"\r\n"
+    head = b"POST /callbacks/bear HTTP/1.1\r\nHost: gateway\r\n" + line * 100
+    socks = [socket.create_connection(("127.0.0.1", serve.port), timeout=5) for _ in range(100)]
+    try:
+        started = time.monotonic()
+        for sock in socks:
+            sock.setblocking(False)
+            with contextlib.suppress(BlockingIOError, ConnectionError):
+                sock.send(head)
+        open_socks = set(socks)
+        while open_socks and time.monotonic() - started < 6:  # header_timeout_s is 10
+            for sock in list(open_socks):
+                try:
+                    if sock.recv(65536) == b"":
+                        open_socks.discard(sock)
+                except BlockingIOError:
+                    pass
+                except ConnectionError:
+                    open_socks.discard(sock)
+            time.sleep(0.02)  # poll the sockets until the server closed them all
+        assert not open_socks, f"{len(open_socks)} connections still open"
+    finally:
+        for sock in socks:
+            sock.close()
+    assert _hwm(serve) - before < 64 * 2**20
+    with socket.create_connection(("127.0.0.1", serve.port), timeout=5) as sock:
+        sock.sendall(b"POST /callbacks/bear HTTP/1.1\r\nHost: gateway\r\n" + line * 9)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    assert statuses(answer) == [431]
+    assert b"application/problem+json" in answer
+    attributes: list[tuple[str, bytes | str]] = [(f"ce-x{i}", "v" * 4000) for i in range(10)]
+    binary = [
+        ("Authorization", f"Bearer {TOKEN}"),
+        ("ce-specversion", "1.0"),
+        ("ce-id", "big-head"),
+        ("ce-source", "/attack"),
+        ("ce-type", "com.example.attack"),
+        ("Content-Type", "application/json"),
+        *attributes,
+    ]
+    assert statuses(exchange(serve.port, request("/callbacks/bear", binary, b"{}"))) == [204]
 
 
 def test_no_secret_phone_or_traceback_reaches_the_output(target: Target) -> None:
