@@ -36,20 +36,46 @@ def pattern_regex(pattern: str) -> str:
     return "".join(parts)
 
 
-class TypePatterns:
-    """A set of topic patterns as one compiled expression."""
+def words_match(pattern: tuple[str, ...], words: list[str]) -> bool:
+    """Topic matching by dynamic programming over (pattern word, type word): linear in their
+    product whatever the pattern, for patterns with several ``#`` (a regular expression of
+    ``#.a.#.a.#…`` backtracks exponentially on a type that almost matches)."""
+    reachable = [True] + [False] * len(words)  # reachable[j]: pattern so far matches words[:j]
+    for word in pattern:
+        if word == "#":
+            for j in range(1, len(words) + 1):
+                reachable[j] = reachable[j] or reachable[j - 1]
+        else:
+            for j in range(len(words), 0, -1):
+                reachable[j] = reachable[j - 1] and (word == "*" or word == words[j - 1])
+            reachable[0] = False
+    return reachable[-1]
 
-    __slots__ = ("_match", "patterns")
+
+class TypePatterns:
+    """A set of topic patterns: one compiled expression for those with at most one ``#``
+    (the usual ``org.example.#``: linear for the regex engine), word matching for the rest."""
+
+    __slots__ = ("_match", "_multi", "patterns")
 
     def __init__(self, patterns: Iterable[str]) -> None:
         self.patterns = tuple(patterns)
+        simple = [p for p in self.patterns if p.split(".").count("#") <= 1]
+        self._multi = tuple(
+            tuple(p.split(".")) for p in self.patterns if p.split(".").count("#") > 1
+        )
         # No pattern matches nothing: "(?!)" never matches.
-        alternatives = "|".join(pattern_regex(p) for p in self.patterns) or "(?!)"
+        alternatives = "|".join(pattern_regex(p) for p in simple) or "(?!)"
         self._match = re.compile(f"(?:{alternatives})").fullmatch
 
     def matches(self, event_type: str) -> bool:
         """True when some pattern matches ``event_type``."""
-        return self._match("." + event_type) is not None
+        if self._match("." + event_type) is not None:
+            return True
+        if not self._multi:
+            return False
+        words = event_type.split(".")
+        return any(words_match(pattern, words) for pattern in self._multi)
 
 
 class SourceTypes:

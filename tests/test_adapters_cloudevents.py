@@ -579,3 +579,21 @@ def test_same_request_twice_gives_the_same_event() -> None:
     """Normalizing is deterministic: a resent event keeps its id and attributes."""
     body = (FIXTURES / "camara-roaming-on.json").read_bytes()
     assert normalize(headers(), body, CTX) == normalize(headers(), body, CTX)
+
+
+def test_a_camara_event_from_any_source_is_keyed_by_the_device_its_data_names() -> None:
+    """A generic source cannot aim a CAMARA event at another device: its ``partitionkey``
+    is derived from ``data.device`` and a different one is a 400 naming it."""
+    event = {
+        "specversion": "1.0",
+        "id": "spoof-1",
+        "source": "/partner",
+        "type": "org.camaraproject.device-roaming-status-subscriptions.v0.roaming-on",
+        "data": {"device": {"phoneNumber": "+447700900001"}},
+    }
+    assert structured(event)[0]["partitionkey"] == "+447700900001"
+    with pytest.raises(BadRequest) as refused:
+        structured({**event, "partitionkey": "+447700900002"})
+    assert refused.value.field == "partitionkey"
+    other = {**event, "type": "com.example.thing", "partitionkey": "mine"}
+    assert structured(other)[0]["partitionkey"] == "mine"

@@ -26,13 +26,12 @@ from typing import Any, Final
 
 import orjson
 
-from gateway.adapters.cloudevents import finish, read_cloudevents
+from gateway.adapters.cloudevents import check_partition_key, finish, read_cloudevents
 from gateway.adapters.context import Context
 from gateway.adapters.correlation import add_correlator
 from gateway.adapters.envelope import check_id, check_time, load_object, validate_event
 from gateway.adapters.errors import BadRequest
 from gateway.adapters.media import BATCH, media_type
-from gateway.adapters.partition import partition_key
 from gateway.cloudevent import SPECVERSION, CloudEvent
 
 _DEVICE_STATUS = "org.camaraproject.device-status.v0."
@@ -83,25 +82,6 @@ def normalize(headers: Mapping[str, str], body: bytes, ctx: Context) -> list[Clo
         check_partition_key(event, f"[{index}]." if batch else "")
     add_correlator(events, headers)
     return events
-
-
-def check_partition_key(event: CloudEvent, prefix: str) -> None:
-    """Make ``partitionkey`` the entity ``data`` names; BadRequest when the sender's differs.
-
-    A sender's phone number without its ``+`` is the same entity, and is keyed with it.
-    """
-    event_type = event.get("type")
-    derived = partition_key(event.get("data"), event_type if isinstance(event_type, str) else "")
-    if derived is None:
-        return
-    sent = event.get("partitionkey")
-    if sent != derived and not (isinstance(sent, str) and "+" + sent == derived):
-        raise BadRequest(
-            "partitionkey differs from the entity data names (data.device, data.sessionId "
-            "or data.assignmentId)",
-            field=prefix + "partitionkey",
-        )
-    event["partitionkey"] = derived
 
 
 def merge_hybrid(obj: dict[str, Any], prefix: str) -> None:

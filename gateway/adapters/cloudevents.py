@@ -23,11 +23,14 @@ from gateway.adapters.correlation import add_correlator
 from gateway.adapters.envelope import load_json, load_object, stamp, validate_event
 from gateway.adapters.errors import BadRequest, TooManyEvents, UnsupportedMediaType
 from gateway.adapters.media import BATCH, STRUCTURED, is_json, media_type
-from gateway.adapters.partition import add_partition_key
+from gateway.adapters.partition import add_partition_key, partition_key
 from gateway.cloudevent import CloudEvent
 
 # Adapter-specific fix-up of one JSON event object before validation: (event, field prefix).
 Prepare = Callable[[dict[str, Any], str], None]
+# CAMARA events say which device they are about in ``data``: whatever adapter carries them,
+# the gateway derives their ``partitionkey`` (the workers' device key) and refuses another.
+CAMARA_NAMESPACE = "org.camaraproject."
 # In binary mode these travel as the body and Content-Type, never as ce-* headers.
 _NOT_HEADER_ATTRIBUTES = frozenset({"data", "data_base64", "datacontenttype"})
 
@@ -41,6 +44,11 @@ def normalize(headers: Mapping[str, str], body: bytes, ctx: Context) -> list[Clo
             "(binary mode) with a ce-specversion header",
             field="specversion",
         )
+    batch = media_type(headers.get("Content-Type")) == BATCH
+    for index, event in enumerate(events):
+        event_type = event.get("type")
+        if isinstance(event_type, str) and event_type.startswith(CAMARA_NAMESPACE):
+            check_partition_key(event, f"[{index}]." if batch else "")
     add_correlator(events, headers)
     return events
 
@@ -146,3 +154,22 @@ def _header_text(value: str, attribute: str) -> str:
         except UnicodeEncodeError:
             raise BadRequest(f"{attribute} is not valid UTF-8", field=attribute) from None
     return value
+
+
+def check_partition_key(event: CloudEvent, prefix: str) -> None:
+    """Make ``partitionkey`` the entity ``data`` names; BadRequest when the sender's differs.
+
+    A sender's phone number without its ``+`` is the same entity, and is keyed with it.
+    """
+    event_type = event.get("type")
+    derived = partition_key(event.get("data"), event_type if isinstance(event_type, str) else "")
+    if derived is None:
+        return
+    sent = event.get("partitionkey")
+    if sent != derived and not (isinstance(sent, str) and "+" + sent == derived):
+        raise BadRequest(
+            "partitionkey differs from the entity data names (data.device, data.sessionId "
+            "or data.assignmentId)",
+            field=prefix + "partitionkey",
+        )
+    event["partitionkey"] = derived
