@@ -33,6 +33,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 from aiormq.abc import AbstractChannel, AbstractConnection, DeliveredMessage
+from aiormq.exceptions import ChannelInvalidStateError
 from pamqp import commands
 
 from consumers.tool_connection import ready_messages
@@ -80,6 +81,11 @@ class QueueReader:
         self.received = 0
         self.acked = 0
         self._dry = False
+        self._open: dict[int, None] = {}  # delivered, not acked: delivery tags, oldest first
+        self._pending_acks: list[int] = []
+        self._flush_scheduled = False
+        self._flushing: set[asyncio.Future[None]] = set()
+        self._ack_lock = asyncio.Lock()
 
     async def _open_window(self) -> bool:
         credit = min(self._window, self.target - self.received)
@@ -107,11 +113,11 @@ class QueueReader:
             current.cancelled = True
             await self._channel.basic_cancel(current.tag)
             # Its acks no longer bring anything: send the ones held back.
-            for tag in current.deferred:
-                await self._channel.basic_ack(tag, wait=False)
+            self._pending_acks += current.deferred
             self.acked += len(current.deferred)
             current.unacked -= len(current.deferred)
             current.deferred.clear()
+            await self._flush_acks()
 
     async def next(self, busy: Callable[[], bool] = lambda: False) -> DeliveredMessage | None:
         """The next message, or None when ``target`` were read or the queue ran dry.
@@ -125,6 +131,9 @@ class QueueReader:
             try:
                 message = await asyncio.wait_for(self._inbox.get(), IDLE_S)
             except TimeoutError:
+                if self._channel.is_closed:  # nothing will come: say so instead of waiting
+                    closed = f"the channel reading {self._queue} closed"
+                    raise ChannelInvalidStateError(closed) from None
                 current = self._windows[-1]
                 if current.unacked >= current.credit and not busy():
                     await self._cancel_current()
@@ -139,6 +148,7 @@ class QueueReader:
             window = self._by_tag[_consumer(message)]
             window.unacked += 1
             window.last_tag = _tag(message)
+            self._open[window.last_tag] = None
             self.received += 1
             if (
                 window is self._windows[-1]
@@ -162,15 +172,48 @@ class QueueReader:
         ):
             window.unacked -= 1
             self.acked += 1
-            await self._channel.basic_ack(tag, wait=False)
+            self._pending_acks.append(tag)
+            if not self._flush_scheduled:
+                # One flush per turn of the event loop: the acks settled meanwhile go together.
+                self._flush_scheduled = True
+                asyncio.get_running_loop().call_soon(self._schedule_flush)
         else:
             window.deferred.append(tag)
+
+    def _schedule_flush(self) -> None:
+        task = asyncio.ensure_future(self._flush_acks())
+        self._flushing.add(task)
+        task.add_done_callback(self._flushing.discard)
+
+    async def _flush_acks(self) -> None:
+        """Send the acks settled so far: one ``ack(multiple)`` when they are exactly the oldest
+        messages still unacked on the channel (never one held back, kept or unsettled),
+        else one each. One flush at a time: a later ``ack(multiple)`` overtaking an earlier
+        one (while aiormq's write queue is full) would ack its messages first, and the
+        broker closes the channel on the earlier one's tag, unknown by then."""
+        async with self._ack_lock:
+            self._flush_scheduled = False
+            pending, self._pending_acks = sorted(self._pending_acks), []
+            if not pending or self._channel.is_closed:
+                return
+            oldest = iter(self._open)
+            together = all(next(oldest, None) == tag for tag in pending)
+            for tag in pending:
+                del self._open[tag]
+            if together and len(pending) > 1:
+                await self._channel.basic_ack(pending[-1], multiple=True, wait=False)
+                return
+            for tag in pending:
+                await self._channel.basic_ack(tag, wait=False)
 
     async def finish(self) -> int:
         """Stop consuming and send the acks held back; returns how many messages are still
         held (closing the channel hands them back, see the module docstring)."""
         with contextlib.suppress(Exception):
             await self._cancel_current()
+            if self._flushing:
+                await asyncio.wait(self._flushing)
+            await self._flush_acks()
             if self.acked:
                 # The channel has read every ack once this round trip is back; the quorum
                 # queue applies them a little later, and a close that overtakes them returns
