@@ -11,7 +11,10 @@ everything else: the handshake, reading frames, resolving confirms (and failing 
 channel or connection closes), heartbeats and the rest of the protocol.
 
 The stream comes from ``StreamTracker``, an aiormq ``TransportFactory`` (a public extension
-point) that remembers the stream of the newest connection it opened.
+point) that remembers the stream of the newest connection it opened. It also puts a
+``gateway.ack_reader.AckReader`` in front of the connection's reader: the ``basic.ack``/``nack``
+frames of this channel are picked out of the raw bytes and each confirmed tag handed to aiormq's
+``Channel._confirm_delivery``, without aiormq's per-frame reading and decoding.
 
 It relies on aiormq internals (``Channel.delivery_tag``, ``Channel.confirmations``,
 ``Channel.create_future``, the connection's transport): ``gateway.fast_path_check`` checks them
@@ -29,6 +32,8 @@ from aiormq.channel import Channel
 from aiormq.connection import TCPTransportFactory, TLSTransportFactory, TransportFactory
 from yarl import URL
 
+from gateway.ack_reader import READERS as ACK_READERS
+from gateway.ack_reader import AckReader
 from gateway.amqp_wire import Outgoing, PublishEncoder
 
 # Bytes the socket may hold unsent before a publish waits for it to drain (at most the publish
@@ -59,6 +64,7 @@ class StreamTracker(TransportFactory):
     ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         factory = TLSTransportFactory() if url.scheme == "amqps" else TCPTransportFactory()
         reader, writer = await factory.create(url, **kwargs)
+        AckReader.attach(reader, writer)  # confirms read from the raw bytes (gateway.ack_reader)
         self.writer = writer
         return reader, writer
 
@@ -104,6 +110,9 @@ class ConfirmStream:
             delivery_mode=delivery_mode,
             app_id=app_id,
         )
+        acks = ACK_READERS.get(writer)
+        if acks is not None:  # this channel's confirms are resolved as they arrive
+            acks.register(channel)
 
     @property
     def usable(self) -> bool:

@@ -6,7 +6,8 @@ Stages (first rule that matches the innermost-first stack wins):
 
 - ``frame encoding``: ``gateway/amqp_wire.py``, ``gateway/amqp_message.py``
 - ``publish + confirm wait``: ``gateway/confirm_stream.py``, ``gateway/publisher.py``
-- ``confirm reading``: aiormq's and pamqp's frame reading (``aiormq/``, ``pamqp/``)
+- ``confirm reading``: aiormq's and pamqp's frame reading (``aiormq/``, ``pamqp/``) and the
+  raw confirm reader (``gateway/ack_reader.py``)
 - ``auth``: ``gateway/auth*.py``, ``standard_webhooks``, ``source_access``, ``rate_limit``,
   ``client_address``
 - ``adapter + JSON``: ``gateway/adapters/`` (orjson's C code is inside these frames)
@@ -32,7 +33,7 @@ from pathlib import Path
 RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("frame encoding", ("gateway/amqp_wire.py", "gateway/amqp_message.py")),
     ("publish + confirm wait", ("gateway/confirm_stream.py", "gateway/publisher.py")),
-    ("confirm reading", ("aiormq/", "pamqp/")),
+    ("confirm reading", ("aiormq/", "pamqp/", "gateway/ack_reader.py")),
     (
         "auth",
         (
