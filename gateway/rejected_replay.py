@@ -33,6 +33,7 @@ from gateway.amqp_message import to_body, to_message
 from gateway.cloudevent import CloudEvent, parse_time
 from gateway.settings import Settings, Source
 from gateway.topology import Names
+from gateway.trace_context import incoming_trace_context
 from gateway.type_patterns import SourceTypes
 
 NO_SOURCE = "no callback source of that name is configured"
@@ -97,12 +98,15 @@ def plan_record(record: dict[str, Any], settings: Settings) -> Accepted | StillR
     headers: CIMultiDict[str] = CIMultiDict()
     for name, value in (record.get("headers") or {}).items():
         headers.add(str(name), str(value))
+    traceparent, tracestate = incoming_trace_context(headers)  # the kept request's own
     context = Context(
         source.name,
         received,
         source.max_future_skew_s,
         settings.http.max_events_per_request,
         received_at=received_at,
+        traceparent=traceparent,
+        tracestate=tracestate,
     )
     try:
         events = ADAPTERS[source.adapter](headers, body, context)

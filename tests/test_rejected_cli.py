@@ -162,3 +162,31 @@ async def test_replay_publishes_what_passes_and_keeps_the_rest(env: Broker, tmp_
     assert lines["r-broken"]["reason"] != "not JSON"  # today's adapter's words
     assert lines["r-broken"]["received"] == RECEIVED
     assert len(await message_ids(rejected)) == 3
+
+
+def test_a_replayed_request_keeps_its_trace_context() -> None:
+    """``rejected replay`` re-runs a kept request with its own ``traceparent``, as the ingress
+    would have: the event carries it."""
+    from gateway.rejected_replay import Accepted, plan_record
+    from gateway.settings import Settings, Source
+
+    traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    event = {
+        "specversion": "1.0",
+        "id": "t-1",
+        "source": "/x",
+        "type": "com.example.thing",
+        "time": "2026-11-30T10:00:00Z",
+    }
+    record = {
+        "source": "partner",
+        "status": 400,
+        "reason": "was refused",
+        "received": "2026-11-30T10:00:01Z",
+        "headers": {"Content-Type": "application/cloudevents+json", "traceparent": traceparent},
+        "body": json.dumps(event),
+    }
+    settings = Settings(sources=(Source("partner", "cloudevents"),))
+    planned = plan_record(record, settings)
+    assert isinstance(planned, Accepted)
+    assert planned.events[0]["traceparent"] == traceparent
