@@ -17,6 +17,14 @@ worker sends the message to ``.dlq``.
 The fence: pamqp's decoder tables are module state, not API. ``install`` checks that they
 hold the functions it replaces (pamqp 4) and otherwise leaves pamqp alone and says so in
 the log; ``tests/test_worker_poison.py`` runs poisoned frames through the real broker.
+
+Why the queue tools use ``consumers.lenient_frames`` instead: the two want opposite things
+from the same bad bytes. A worker needs a value no handler can mistake for good data (lone
+surrogates, a clamped time) so that ``consumers.poison`` dead-letters it, and it needs it on
+aio-pika's connection at no per-frame cost; a tool lists and republishes the message, so it
+needs values pamqp can encode again (``\\xNN`` text, the time as a number) and a header
+naming the repair, on its own connection only. One decoder for both would either let surrogates
+reach a replayed copy (pamqp cannot encode them) or let escaped text reach a handler.
 """
 
 from __future__ import annotations
@@ -153,51 +161,59 @@ def _too_deep(value: bytes, what: str) -> tuple[int, UndecodableText] | None:
     return 4 + length, UndecodableText(f"<{what} nested too deep>")
 
 
-def _field_table(value: bytes, embedded: Decoder) -> tuple[int, Any]:
-    skipped = _too_deep(value, "table")
+def _container(
+    value: bytes,
+    what: str,
+    items: Callable[[bytes, int, Decoder], tuple[int, Any]],
+    embedded: Decoder,
+) -> tuple[int, Any]:
+    """A table or array one level deeper: its length checked, then ``items`` reads up to its
+    end (or a mark, past ``MAX_DEPTH``)."""
+    skipped = _too_deep(value, what)
     if skipped is not None:
         return skipped
     token = _depth.set(_depth.get() + 1)
     try:
         length = _u32.unpack(value[0:4])[0]
-        offset, end = 4, 4 + length
+        end = 4 + length
         if end > len(value):
-            raise ValueError("Field table length exceeds available data")
-        data: dict[str, Any] = {}
-        while offset < end:
-            key_length = _u8.unpack_from(value, offset)[0]
-            offset += 1
-            if offset + key_length > end:
-                raise ValueError("Field table key length exceeds data")
-            _, key = _short_str(value[offset - 1 : offset + key_length])
-            offset += key_length
-            consumed, result = embedded(value[offset:])
-            offset += consumed
-            data[key] = result
-        return end, data
+            raise ValueError(f"Field {what} length exceeds available data")
+        return items(value, end, embedded)
     except struct.error as err:
         raise ValueError("Could not unpack data") from err
     finally:
         _depth.reset(token)
+
+
+def _field_table(value: bytes, embedded: Decoder) -> tuple[int, Any]:
+    return _container(value, "table", _table_items, embedded)
 
 
 def _field_array(value: bytes, embedded: Decoder) -> tuple[int, Any]:
-    skipped = _too_deep(value, "array")
-    if skipped is not None:
-        return skipped
-    token = _depth.set(_depth.get() + 1)
-    try:
-        length = _u32.unpack(value[0:4])[0]
-        offset, end = 4, 4 + length
-        if end > len(value):
-            raise ValueError("Field array length exceeds available data")
-        items: list[Any] = []
-        while offset < end:
-            consumed, result = embedded(value[offset:])
-            offset += consumed
-            items.append(result)
-        return offset, items
-    except struct.error as err:
-        raise ValueError("Could not unpack data") from err
-    finally:
-        _depth.reset(token)
+    return _container(value, "array", _array_items, embedded)
+
+
+def _table_items(value: bytes, end: int, embedded: Decoder) -> tuple[int, dict[str, Any]]:
+    offset = 4
+    data: dict[str, Any] = {}
+    while offset < end:
+        key_length = _u8.unpack_from(value, offset)[0]
+        offset += 1
+        if offset + key_length > end:
+            raise ValueError("Field table key length exceeds data")
+        _, key = _short_str(value[offset - 1 : offset + key_length])
+        offset += key_length
+        consumed, result = embedded(value[offset:])
+        offset += consumed
+        data[key] = result
+    return end, data
+
+
+def _array_items(value: bytes, end: int, embedded: Decoder) -> tuple[int, list[Any]]:
+    offset = 4
+    items: list[Any] = []
+    while offset < end:
+        consumed, result = embedded(value[offset:])
+        offset += consumed
+        items.append(result)
+    return offset, items

@@ -14,6 +14,13 @@ Fenced: only the queue tools use it (not the ingress or the workers), it relies 
 aiormq's public ``TransportFactory`` and the reader methods aiormq's frame reader calls
 (``readexactly``, ``read``, ``at_eof``), and ``tests/test_dlq.py`` lists a message with such
 headers through it.
+
+Why not ``consumers.lenient_decoding`` (the workers' patch of pamqp's decoder tables): that
+one marks bad text with lone surrogates so the worker dead-letters the message, and pamqp
+cannot encode such text again, while a tool must republish what it lists; and it changes
+every connection of the process, while this one changes only the tool's connection and only
+the frames pamqp refuses. The walk of tables and arrays is alike in both; the values each
+produces are not.
 """
 
 from __future__ import annotations
