@@ -94,13 +94,7 @@ class PostgresStateStore(SqlStateStore):
         except BaseException:
             await pool.close()
             raise
-        opened = cls(pool)
-        try:
-            await opened.rekey_phone_numbers()
-        except BaseException:
-            await opened.close()
-            raise
-        return opened
+        return await cls(pool)._rekeyed()
 
     async def _write_batch(self, batch: list[tuple[str, Rows]]) -> None:
         # One autocommitted statement per table: a batch that fails part way has applied

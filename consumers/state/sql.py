@@ -13,7 +13,7 @@ import re
 from abc import abstractmethod
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol, Self
 
 from consumers.state import store
 from consumers.state.schema import Statements
@@ -139,6 +139,16 @@ class SqlStateStore(store.StateStore):
         batch = [(name, rows) for name, rows in batch if rows]
         if batch:
             await self._write_batch(batch)
+
+    async def _rekeyed(self) -> Self:
+        """This store once ``rekey_phone_numbers`` has run (every ``open`` ends with it);
+        closed when that fails."""
+        try:
+            await self.rekey_phone_numbers()
+        except BaseException:
+            await self.close()
+            raise
+        return self
 
     async def rekey_phone_numbers(self) -> int:
         """Move devices an earlier version keyed by a phone number without its ``+`` (sent as

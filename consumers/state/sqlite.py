@@ -81,13 +81,7 @@ class SQLiteStateStore(SqlStateStore):
         except BaseException:
             await connection.close()
             raise
-        opened = cls(connection)
-        try:
-            await opened.rekey_phone_numbers()
-        except BaseException:
-            await opened.close()
-            raise
-        return opened
+        return await cls(connection)._rekeyed()
 
     async def _write_batch(self, batch: list[tuple[str, Rows]]) -> None:
         async with self._lock:
