@@ -12,7 +12,9 @@ Errors:
     worker dead-letters such a message: no count can be trusted for it).
 
 A retry copy also carries a per-message ``expiration``: its backoff with ``retry_jitter``
-applied (``jittered``), so messages that failed together do not all come back together.
+applied either way (``jittered``), so messages that failed together do not all come back
+together. The retry queue's TTL is the longest of those waits, backoff * (1 + jitter)
+(``gateway.topology.retry_ttl_ms``), so it never cuts the + half short.
 """
 
 from __future__ import annotations
@@ -114,11 +116,14 @@ def route_failure(
     *,
     max_attempts: int,
     backoff_s: tuple[float, ...],
+    jitter: float,
     retryable: bool = True,
 ) -> Route:
-    """Where attempt number ``attempt`` (1-based) goes after it failed."""
+    """Where attempt number ``attempt`` (1-based) goes after it failed (``jitter`` is
+    ``retry_jitter``: it names the retry queue)."""
     if retryable and attempt < max_attempts:
-        return Route(retry_queue_name(queue, backoff_for(attempt, backoff_s)), attempt, False)
+        delay = backoff_for(attempt, backoff_s)
+        return Route(retry_queue_name(queue, delay, jitter=jitter), attempt, False)
     return Route(dlq_name(queue), attempt, True)
 
 

@@ -669,6 +669,7 @@ class Worker:
             attempt,
             max_attempts=workers.max_attempts,
             backoff_s=workers.retry_backoff_s,
+            jitter=workers.retry_jitter,
             retryable=not isinstance(exc, Unprocessable) and not dropped,
         )
         copy.headers[ATTEMPTS_HEADER] = route.attempts

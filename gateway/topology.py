@@ -65,9 +65,36 @@ def dlq_name(queue: str) -> str:
     return f"{queue}.dlq"
 
 
-def retry_queue_name(queue: str, delay_s: float) -> str:
-    delay = f"{int(delay_s)}s" if float(delay_s).is_integer() else f"{round(delay_s * 1000)}ms"
-    return f"{queue}.retry.{delay}"
+def retry_ttl_ms(delay_s: float, jitter: float) -> int:
+    """The TTL of the retry queue for ``delay_s``: the longest wait it must hold, the backoff
+    at the + end of ``retry_jitter`` (each copy's own, shorter, expiration ends it earlier)."""
+    return round(delay_s * (1.0 + max(jitter, 0.0)) * 1000)
+
+
+def retry_queue_name(queue: str, delay_s: float, *, jitter: float) -> str:
+    """``<queue>.retry.<delay>`` when the queue's TTL is the backoff itself (no jitter), else
+    ``<queue>.retry.<delay>.ttl<TTL>`` (e.g. ``events.roaming.retry.5s.ttl5500ms``).
+
+    The name carries the TTL because RabbitMQ refuses to redeclare a queue with another
+    ``x-message-ttl``: other settings get new queues, and the old ones dead-letter what they
+    still hold back to ``queue`` and drain by themselves.
+    """
+    ttl_ms = retry_ttl_ms(delay_s, jitter)
+    name = f"{queue}.retry.{_duration(delay_s)}"
+    return name if ttl_ms == round(delay_s * 1000) else f"{name}.ttl{_duration(ttl_ms / 1000)}"
+
+
+def retry_queue_names(queue: str, workers: WorkerSettings) -> list[str]:
+    """Every retry queue of ``queue`` under these settings, shortest delay first."""
+    return [
+        retry_queue_name(queue, delay, jitter=workers.retry_jitter)
+        for delay in sorted(set(workers.retry_backoff_s))
+    ]
+
+
+def _duration(seconds: float) -> str:
+    whole = float(seconds).is_integer()
+    return f"{int(seconds)}s" if whole else f"{round(seconds * 1000)}ms"
 
 
 def queue_arguments(queue_type: str, **extra: Any) -> dict[str, Any]:
@@ -87,6 +114,17 @@ def _at_least_once_dead_lettering(queue_type: str, target: str) -> dict[str, Any
         arguments["x-dead-letter-strategy"] = "at-least-once"
         arguments["x-overflow"] = "reject-publish"
     return arguments
+
+
+def retry_queue_arguments(
+    queue_type: str, queue: str, delay_s: float, jitter: float
+) -> dict[str, Any]:
+    """A retry queue of ``queue``: its TTL, then back into ``queue``."""
+    return queue_arguments(
+        queue_type,
+        **{"x-message-ttl": retry_ttl_ms(delay_s, jitter)},
+        **_at_least_once_dead_lettering(queue_type, queue),
+    )
 
 
 class StoreArgumentsDiffer(AMQPError):
@@ -163,21 +201,18 @@ async def declare_worker_queue(
 ) -> aio_pika.abc.AbstractQueue:
     """Declare a worker's queue, its bindings, its retry queues and its ``.dlq``.
 
-    Each retry queue holds a failed message for one backoff delay (a per-queue TTL, so the
-    head always expires first), then dead-letters it back into ``queue``.
+    Each retry queue holds the failed messages of one backoff delay, each until its own
+    jittered expiration (``consumers.retry``) or at most the queue's TTL
+    (``retry_ttl_ms``), then dead-letters it back into ``queue``.
     """
     exchange = await declare_ingress(channel, amqp)
     dlq = dlq_name(queue)
     await channel.declare_queue(dlq, durable=True, arguments=queue_arguments(amqp.queue_type))
     for delay in sorted(set(workers.retry_backoff_s)):
         await channel.declare_queue(
-            retry_queue_name(queue, delay),
+            retry_queue_name(queue, delay, jitter=workers.retry_jitter),
             durable=True,
-            arguments=queue_arguments(
-                amqp.queue_type,
-                **{"x-message-ttl": round(delay * 1000)},
-                **_at_least_once_dead_lettering(amqp.queue_type, queue),
-            ),
+            arguments=retry_queue_arguments(amqp.queue_type, queue, delay, workers.retry_jitter),
         )
     main_arguments = queue_arguments(amqp.queue_type)
     if amqp.queue_type == "quorum":

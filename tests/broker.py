@@ -12,6 +12,7 @@ import aio_pika
 from aio_pika.abc import AbstractIncomingMessage
 from aiormq.exceptions import AMQPError
 
+from gateway.settings import WorkerSettings
 from gateway.topology import BUILTIN_BINDINGS, Names, dlq_name, retry_queue_name
 
 AMQP_URL = os.environ.get("TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
@@ -23,15 +24,21 @@ def unique_prefix() -> str:
 
 
 def topology_names(
-    prefix: str, backoff: Iterable[float] = (0.05, 0.1, 0.2, 0.5, 1, 5, 30, 120)
+    prefix: str,
+    backoff: Iterable[float] = (0.05, 0.1, 0.2, 0.5, 1, 5, 30, 120),
+    jitters: Iterable[float] = (0.0, WorkerSettings().retry_jitter),
 ) -> tuple[list[str], list[str]]:
-    """(exchanges, queues) the gateway and built-in workers may declare under ``prefix``."""
+    """(exchanges, queues) the gateway and built-in workers may declare under ``prefix``
+    (retry queues for each ``backoff`` delay under each of ``jitters``)."""
     names = Names.for_prefix(prefix)
     exchanges = [names.exchange, names.unrouted, names.rejected]
     queues = [names.unrouted, names.rejected]
     for short in BUILTIN_BINDINGS:
         queue = names.queue(short)
-        queues += [queue, dlq_name(queue)] + [retry_queue_name(queue, d) for d in set(backoff)]
+        queues += [queue, dlq_name(queue)]
+        queues += sorted(
+            {retry_queue_name(queue, d, jitter=j) for d in set(backoff) for j in set(jitters)}
+        )
     return exchanges, queues
 
 

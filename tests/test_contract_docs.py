@@ -44,7 +44,7 @@ from gateway.cloudevent import rfc3339
 from gateway.publisher import Publisher
 from gateway.rejected import rejected_record
 from gateway.settings import DEFAULT_SOURCES, AmqpSettings, Settings, load_settings
-from gateway.topology import BUILTIN_BINDINGS, Names
+from gateway.topology import BUILTIN_BINDINGS, Names, retry_queue_name
 from tests.broker import AMQP_URL, delete_everything, unique_prefix
 from tests.conftest import FIXTURES, fixture_content_type, fixture_source
 from tests.tcp_proxy import free_port
@@ -416,6 +416,20 @@ def test_builtin_queues_match_the_topology() -> None:
     assert channels["rejected"]["address"] == names.rejected
     assert channel_message_types(channels["events"]) == documented_types()
     assert channel_message_types(channels["unrouted"]) == documented_types()
+
+
+def test_documented_retry_queue_names_are_the_topology_ones() -> None:
+    """Each built-in queue's description names its retry queues as gateway/topology.py
+    does: ``<queue>.retry.<delay>.ttl<ttl>``, plain ``<queue>.retry.<delay>`` without jitter."""
+    names = Names.for_prefix(AmqpSettings().exchange)
+    for short in BUILTIN_BINDINGS:
+        queue = names.queue(short)
+        description = asyncapi()["channels"][short]["description"]
+        jittered, plain = re.findall(rf"`({re.escape(queue)}\.retry\.[^`]*)`", description)
+        assert jittered.replace("<delay>", "5s").replace("<ttl>", "5500ms") == (
+            retry_queue_name(queue, 5.0, jitter=0.1)
+        )
+        assert plain.replace("<delay>", "5s") == retry_queue_name(queue, 5.0, jitter=0.0)
 
 
 def produced_types() -> set[str]:

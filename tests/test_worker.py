@@ -18,7 +18,7 @@ from consumers.metrics import WorkerMetrics
 from consumers.retry import ATTEMPTS_HEADER, ERROR_HEADER
 from consumers.worker import Worker, WorkerSpec
 from gateway.settings import Settings
-from gateway.topology import dlq_name, retry_queue_name
+from gateway.topology import dlq_name, retry_queue_names
 from tests.tcp_proxy import TcpProxy
 from tests.worker_support import (
     Broker,
@@ -100,7 +100,7 @@ async def test_always_failing_handler_ends_in_dlq_with_both_headers(env: Broker)
     assert message.delivery_mode == DeliveryMode.PERSISTENT
     assert Event.from_body(message.body).id == "evt-1"
     assert _count(worker, "retried") == 2
-    for name in (spec.queue, retry_queue_name(spec.queue, 0.05), retry_queue_name(spec.queue, 0.1)):
+    for name in (spec.queue, *retry_queue_names(spec.queue, settings.workers)):
         assert await queue_depth(channel, name) == 0
 
 
@@ -126,7 +126,8 @@ async def test_handler_that_fails_twice_then_succeeds_is_acked_once(
     assert _count(worker, "retried") == 2
     assert _count(worker, "dead_lettered") == 0
     # The worker has closed its channel: an unacked message would be back in the queue now.
-    for name in (spec.queue, dlq_name(spec.queue), retry_queue_name(spec.queue, 0.05)):
+    retry_queues = retry_queue_names(spec.queue, settings.workers)
+    for name in (spec.queue, dlq_name(spec.queue), *retry_queues):
         assert await queue_depth(channel, name) == 0
 
 

@@ -1,4 +1,5 @@
-"""``consumers.retry``: where a failed attempt goes, and the message that takes it there."""
+"""``consumers.retry``: where a failed attempt goes, and the message that takes it there;
+the retry queues' names and TTLs (``gateway.topology``)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,13 @@ from consumers.retry import (
     read_attempts,
     republished,
     route_failure,
+)
+from gateway.settings import WorkerSettings
+from gateway.topology import (
+    retry_queue_arguments,
+    retry_queue_name,
+    retry_queue_names,
+    retry_ttl_ms,
 )
 
 
@@ -47,15 +55,55 @@ def test_backoff_repeats_the_last_value() -> None:
 
 def test_route_failure_retries_then_dead_letters() -> None:
     """Attempts below max go to the retry queue of their delay, the last one to .dlq."""
-    routes = [route_failure("q", n, max_attempts=3, backoff_s=(0.05, 2.0)) for n in (1, 2, 3)]
+    routes = [
+        route_failure("q", n, max_attempts=3, backoff_s=(0.05, 2.0), jitter=0.0) for n in (1, 2, 3)
+    ]
     assert routes == [
         Route("q.retry.50ms", 1, dead_letter=False),
         Route("q.retry.2s", 2, dead_letter=False),
         Route("q.dlq", 3, dead_letter=True),
     ]
-    assert route_failure("q", 1, max_attempts=3, backoff_s=(1.0,), retryable=False) == Route(
-        "q.dlq", 1, dead_letter=True
-    )
+    jittered_routes = [
+        route_failure("q", n, max_attempts=3, backoff_s=(0.05, 2.0), jitter=0.1) for n in (1, 2)
+    ]
+    assert [r.queue for r in jittered_routes] == ["q.retry.50ms.ttl55ms", "q.retry.2s.ttl2200ms"]
+    assert route_failure(
+        "q", 1, max_attempts=3, backoff_s=(1.0,), jitter=0.1, retryable=False
+    ) == Route("q.dlq", 1, dead_letter=True)
+
+
+@pytest.mark.parametrize(
+    ("delay", "jitter", "ttl_ms", "name"),
+    [
+        (5.0, 0.0, 5000, "q.retry.5s"),
+        (0.05, 0.0, 50, "q.retry.50ms"),
+        (1.0, 0.1, 1100, "q.retry.1s.ttl1100ms"),
+        (30.0, 0.1, 33000, "q.retry.30s.ttl33s"),
+        (120.0, 0.5, 180000, "q.retry.120s.ttl180s"),
+        (0.0, 0.1, 0, "q.retry.0s"),
+    ],
+)
+def test_retry_queue_ttl_is_the_longest_wait_and_its_name_says_so(
+    delay: float, jitter: float, ttl_ms: int, name: str
+) -> None:
+    """The TTL is backoff * (1 + jitter) in ms; the name is the old one exactly when the TTL
+    is the old one (the backoff), else it carries the TTL, so no existing queue is
+    redeclared with another x-message-ttl."""
+    assert retry_ttl_ms(delay, jitter) == ttl_ms
+    assert retry_queue_name("q", delay, jitter=jitter) == name
+    settings = WorkerSettings(retry_backoff_s=(delay, delay), retry_jitter=jitter)
+    assert retry_queue_names("q", settings) == [name]
+    arguments = retry_queue_arguments("quorum", "q", delay, jitter)
+    assert arguments["x-message-ttl"] == ttl_ms
+    assert arguments["x-dead-letter-routing-key"] == "q"
+
+
+def test_every_jittered_wait_fits_in_its_retry_queue() -> None:
+    """No expiration the worker sets (milliseconds, truncated) exceeds the queue's TTL."""
+    for delay in (0.05, 0.1, 0.3, 1.0, 5.0, 30.0, 120.0):
+        for jitter in (0.0, 0.1, 0.25, 1.0):
+            longest = jittered(delay, jitter, lambda low, high: high)
+            assert int(longest * 1000) <= retry_ttl_ms(delay, jitter)
 
 
 def test_error_line_is_one_line_and_bounded() -> None:
@@ -124,3 +172,18 @@ def test_jittered_stays_within_the_fraction() -> None:
     assert min(waits) < 9.5 < 10.5 < max(waits)
     assert jittered(10.0, 0.0) == 10.0
     assert jittered(10.0, 0.5, lambda low, high: high) == 15.0
+
+
+def test_jittered_waits_cover_both_sides_of_the_backoff() -> None:
+    """With a deterministic uniform, the waits run from backoff * (1 - jitter) to
+    backoff * (1 + jitter): the later half is not lost."""
+    steps = [-1.0, -0.5, 0.0, 0.5, 1.0]
+    draws = iter(steps)
+
+    def uniform(low: float, high: float) -> float:
+        assert (low, high) == (-0.2, 0.2)
+        return low + (high - low) * (next(draws) + 1.0) / 2.0
+
+    waits = [jittered(10.0, 0.2, uniform) for _ in steps]
+    assert waits == pytest.approx([8.0, 9.0, 10.0, 11.0, 12.0])
+    assert min(waits) < 10.0 < max(waits)

@@ -140,7 +140,7 @@ class Broker:
     prefix: str
     worker_queues: set[str] = field(default_factory=set)
     extra_queues: set[str] = field(default_factory=set)
-    retry_delays: set[float] = field(default_factory=set)
+    retry_queues: set[tuple[str, float, float]] = field(default_factory=set)
 
     async def channel(self) -> AbstractChannel:
         return await self.connection.channel()
@@ -148,7 +148,8 @@ class Broker:
     def track(self, queue: str, settings: Settings) -> str:
         """Remember a worker queue (and its retry queues and DLQ) for the cleanup."""
         self.worker_queues.add(queue)
-        self.retry_delays.update(settings.workers.retry_backoff_s)
+        jitter = settings.workers.retry_jitter
+        self.retry_queues.update((queue, d, jitter) for d in settings.workers.retry_backoff_s)
         return queue
 
     async def cleanup(self) -> None:
@@ -157,7 +158,7 @@ class Broker:
         queues = {names.unrouted, names.rejected, *self.extra_queues}
         for queue in self.worker_queues:
             queues |= {queue, dlq_name(queue)}
-            queues |= {retry_queue_name(queue, d) for d in self.retry_delays}
+        queues |= {retry_queue_name(q, d, jitter=j) for q, d, j in self.retry_queues}
         channel = await self.connection.channel()
         for queue in sorted(queues):
             await channel.queue_delete(queue)
@@ -309,6 +310,7 @@ url = "{settings.state.url}"
 prefetch = {w.prefetch}
 max_attempts = {w.max_attempts}
 retry_backoff_s = [{backoff}]
+retry_jitter = {w.retry_jitter}
 drain_timeout_s = {w.drain_timeout_s}
 """
     path = directory / "gateway.toml"

@@ -40,6 +40,8 @@ sys.path.insert(0, str(ROOT))
 
 from consumers.state import open_store  # noqa: E402
 from gateway.auth import hash_token  # noqa: E402
+from gateway.settings import WorkerSettings  # noqa: E402
+from gateway.topology import retry_queue_names  # noqa: E402
 
 EVENT_GATEWAY = str(Path(sys.executable).parent / "event-gateway")
 AMQP_URL = os.environ.get("TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
@@ -370,7 +372,7 @@ async def cleanup(connection: aio_pika.abc.AbstractConnection, prefix: str, sche
     channel = await connection.channel()
     for worker in WORKERS:
         queue = f"{prefix}.{worker}"
-        for name in (queue, f"{queue}.dlq", *[f"{queue}.retry.{d}" for d in RETRY_NAMES]):
+        for name in (queue, f"{queue}.dlq", *retry_queue_names(queue, WorkerSettings())):
             channel = await _quietly(channel, connection, channel.queue_delete, name)
     for name in (f"{prefix}.unrouted", f"{prefix}.rejected"):
         channel = await _quietly(channel, connection, channel.queue_delete, name)
@@ -382,9 +384,6 @@ async def cleanup(connection: aio_pika.abc.AbstractConnection, prefix: str, sche
         await db.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
     finally:
         await db.close()
-
-
-RETRY_NAMES = ("1s", "5s", "30s", "120s")  # the default [workers] retry_backoff_s
 
 
 async def _quietly(

@@ -54,7 +54,7 @@ from gateway.adapters.context import Context as AdapterContext
 from gateway.amqp_message import to_body, to_message
 from gateway.cloudevent import CloudEvent, rfc3339
 from gateway.settings import WorkerSettings
-from gateway.topology import BUILTIN_BINDINGS, Names, dlq_name, retry_queue_name
+from gateway.topology import BUILTIN_BINDINGS, Names, dlq_name, retry_queue_names
 
 Backend = Literal["sqlite", "postgresql"]
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
@@ -170,7 +170,7 @@ def created_names(exchange: str) -> tuple[list[str], list[str]]:
     for short in BUILTIN_BINDINGS:
         queue = names.queue(short)
         queues += [queue, dlq_name(queue)]
-        queues += [retry_queue_name(queue, d) for d in sorted(set(_defaults().retry_backoff_s))]
+        queues += retry_queue_names(queue, _defaults())
     return exchanges, queues
 
 
@@ -432,8 +432,7 @@ async def _measure(
 
 
 def _worker_queues(queue: str) -> list[str]:
-    delays = sorted(set(_defaults().retry_backoff_s))
-    return [queue, dlq_name(queue), *(retry_queue_name(queue, d) for d in delays)]
+    return [queue, dlq_name(queue), *retry_queue_names(queue, _defaults())]
 
 
 def run(
