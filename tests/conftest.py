@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import aio_pika
+import asyncpg
 import pytest
 from aio_pika.abc import AbstractChannel, AbstractRobustConnection
 from aiohttp.test_utils import TestClient
@@ -19,7 +21,7 @@ from gateway.app import PUBLISHER, create_app
 from gateway.auth import hash_token
 from gateway.dispatch import install as install_lean_dispatch
 from gateway.settings import AmqpSettings, HttpSettings, Settings, Source, TokenDigest
-from tests.broker import AMQP_URL, delete_everything, unique_prefix
+from tests.broker import AMQP_URL, POSTGRES_URL, delete_everything, unique_prefix
 from tests.tcp_proxy import TcpProxy
 from tests.worker_support import Broker, broker
 
@@ -77,6 +79,24 @@ async def store(tmp_path: Path) -> AsyncIterator[StateStore]:
     opened = await open_store(f"sqlite:///{tmp_path / 'state.db'}")
     yield opened
     await opened.close()
+
+
+@pytest.fixture
+async def postgres_schema() -> AsyncIterator[str]:
+    """A PostgreSQL schema name, dropped afterwards."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    yield name
+    connection = await asyncpg.connect(POSTGRES_URL)
+    try:
+        await connection.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+    finally:
+        await connection.close()
+
+
+@pytest.fixture
+def postgres_url(postgres_schema: str) -> str:
+    """A state URL on a fresh PostgreSQL schema, dropped afterwards."""
+    return f"{POSTGRES_URL}?schema={postgres_schema}"
 
 
 @pytest.fixture

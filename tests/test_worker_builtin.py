@@ -3,18 +3,14 @@ the ingress does, consumed from RabbitMQ, and the state they leave (SQLite and P
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import pytest
 
 from consumers.handlers import builtin_spec
 from consumers.state import StateStore, open_store
 from tests.worker_support import (
-    POSTGRES_URL,
     Broker,
     as_received,
     delivered,
@@ -41,18 +37,6 @@ ROAMING_FIXTURES = [
     "camara-subscription-ended-roaming",
     "camara-subscription-ends-roaming",
 ]
-
-
-@pytest.fixture
-async def postgres_url() -> AsyncIterator[str]:
-    """A state URL on a fresh PostgreSQL schema, dropped afterwards."""
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    yield f"{POSTGRES_URL}?schema={schema}"
-    connection = await asyncpg.connect(POSTGRES_URL)
-    try:
-        await connection.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-    finally:
-        await connection.close()
 
 
 async def _run_builtin(

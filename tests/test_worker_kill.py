@@ -6,19 +6,15 @@ from __future__ import annotations
 
 import random
 import signal
-import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import pytest
 
 from consumers.handlers import builtin_spec
 from consumers.state import open_store
 from gateway.topology import declare_worker_queue, dlq_name
 from tests.worker_support import (
-    POSTGRES_URL,
     Broker,
     as_received,
     eventually,
@@ -44,18 +40,6 @@ RECEIPTS = (
     ("pending", "2017-05-14T12:15:33Z"),
     ("temporary-failure", "2017-05-14T12:15:34Z"),
 )
-
-
-@pytest.fixture
-async def postgres_url() -> AsyncIterator[str]:
-    """A state URL on a fresh PostgreSQL schema, dropped afterwards."""
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    yield f"{POSTGRES_URL}?schema={schema}"
-    connection = await asyncpg.connect(POSTGRES_URL)
-    try:
-        await connection.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-    finally:
-        await connection.close()
 
 
 def _events() -> list[dict[str, Any]]:

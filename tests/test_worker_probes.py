@@ -7,14 +7,11 @@ from __future__ import annotations
 
 import json
 import signal
-import uuid
-from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import aiohttp
-import asyncpg
 import pytest
 
 from consumers.handlers import builtin_spec
@@ -32,18 +29,6 @@ from tests.worker_support import (
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture
-async def schema() -> AsyncIterator[str]:
-    """A PostgreSQL schema name, dropped afterwards."""
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    yield name
-    connection = await asyncpg.connect(POSTGRES_URL)
-    try:
-        await connection.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
-    finally:
-        await connection.close()
-
-
 def _proxy(url: str, default_port: int) -> TcpProxy:
     """A proxy to ``url``'s host and port, not listening yet (connections are refused)."""
     parts = urlsplit(url)
@@ -57,14 +42,14 @@ def _logged(path: Path) -> list[str]:
 
 
 async def test_consume_waits_for_store_and_broker_then_becomes_ready(
-    env: Broker, tmp_path: Path, schema: str
+    env: Broker, tmp_path: Path, postgres_schema: str
 ) -> None:
     """Store and broker refused at start: alive, not ready, retrying in the log; ready once
     both answer; not ready (still alive) while the broker is cut again, ready after."""
     broker, database = _proxy(AMQP_URL, 5672), _proxy(POSTGRES_URL, 5432)
     pg = urlsplit(POSTGRES_URL)
     state_url = f"postgresql://{pg.netloc.rsplit('@', 1)[0]}@127.0.0.1:{database.port}{pg.path}"
-    settings = make_settings(env.prefix, f"{state_url}?schema={schema}")
+    settings = make_settings(env.prefix, f"{state_url}?schema={postgres_schema}")
     url = broker.url_for(AMQP_URL)
     settings = replace(settings, amqp=replace(settings.amqp, url=url, urls=(url,)))
     env.track(builtin_spec(settings.amqp, "sms").queue, settings)

@@ -5,12 +5,9 @@ pauses it without using up attempts; a handler failure is logged with its traceb
 from __future__ import annotations
 
 import asyncio
-import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import urlsplit
 
-import asyncpg
 import pytest
 import structlog
 
@@ -21,7 +18,6 @@ from consumers.worker import STALL_S, Worker, WorkerSpec
 from gateway.topology import dlq_name
 from tests.tcp_proxy import TcpProxy
 from tests.worker_support import (
-    POSTGRES_URL,
     Broker,
     as_received,
     eventually,
@@ -47,18 +43,6 @@ def _restarts(worker: Worker) -> float:
         "gateway_worker_session_restarts_total", {"queue": worker.spec.queue}
     )
     return value or 0.0
-
-
-@pytest.fixture
-async def postgres_url() -> AsyncIterator[str]:
-    """A state URL on a fresh PostgreSQL schema, dropped afterwards."""
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    yield f"{POSTGRES_URL}?schema={schema}"
-    connection = await asyncpg.connect(POSTGRES_URL)
-    try:
-        await connection.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-    finally:
-        await connection.close()
 
 
 async def test_a_dead_delivery_task_restarts_the_consumer(
