@@ -226,15 +226,7 @@ class Worker:
             except InvalidStateURL:
                 raise
             except Exception as exc:
-                delay = backoff.next()
-                log.warning(
-                    "state store unreachable; retrying",
-                    queue=self.spec.queue,
-                    error=error_line(exc),
-                    attempt=backoff.attempts,
-                    retry_in_s=round(delay, 2),
-                )
-                await self._pause(stop, delay)
+                await self._retry_later(stop, backoff, exc, "state store unreachable; retrying")
         return None
 
     async def _supervise(self, stop: asyncio.Event, ready: asyncio.Event | None) -> None:
@@ -248,17 +240,10 @@ class Worker:
             try:
                 connection = await aio_pika.connect(nodes.current, timeout=CONNECT_TIMEOUT_S)
             except Exception as exc:
-                delay = backoff.next()
-                log.warning(
-                    "broker unreachable; retrying",
-                    queue=self.spec.queue,
-                    node=node,
-                    error=error_line(exc),
-                    attempt=backoff.attempts,
-                    retry_in_s=round(delay, 2),
-                )
                 nodes.advance()
-                await self._pause(stop, delay)
+                await self._retry_later(
+                    stop, backoff, exc, "broker unreachable; retrying", node=node
+                )
                 continue
             reason = await self._session(connection, node, stop, ready, backoff)
             if stop.is_set():
@@ -363,20 +348,27 @@ class Worker:
             try:
                 await asyncio.wait_for(self._batch_store.device(STORE_PROBE_KEY), CONNECT_TIMEOUT_S)
             except Exception as exc:
-                delay = backoff.next()
-                log.warning(
-                    "state store unreachable; retrying",
-                    queue=self.spec.queue,
-                    error=error_line(exc),
-                    attempt=backoff.attempts,
-                    retry_in_s=round(delay, 2),
-                )
-                await self._pause(stop, delay)
+                await self._retry_later(stop, backoff, exc, "state store unreachable; retrying")
                 continue
             self._store_down = False
             log.info("state store reachable again", queue=self.spec.queue)
             return True
         return False
+
+    async def _retry_later(
+        self, stop: asyncio.Event, backoff: Backoff, exc: Exception, what: str, **context: str
+    ) -> None:
+        """Log ``what`` and ``exc`` with the next back-off delay, then wait it out."""
+        delay = backoff.next()
+        log.warning(
+            what,
+            queue=self.spec.queue,
+            **context,
+            error=error_line(exc),
+            attempt=backoff.attempts,
+            retry_in_s=round(delay, 2),
+        )
+        await self._pause(stop, delay)
 
     async def _pause(self, stop: asyncio.Event, delay: float) -> None:
         """Wait ``delay`` seconds or until ``stop``, ticking the heartbeat."""
