@@ -12,7 +12,6 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aio_pika.abc import AbstractChannel
 
 from consumers import Event
 from consumers.handlers import roaming
@@ -23,6 +22,7 @@ from tests.tcp_proxy import free_port
 from tests.worker_support import (
     Broker,
     as_received,
+    consumers_on,
     eventually,
     fixture,
     make_settings,
@@ -37,15 +37,6 @@ from tests.worker_support import (
 )
 
 ROAMING = "org.camaraproject.device-roaming-status-subscriptions.v0."
-
-
-async def consumers_on(channel: AbstractChannel, queue: str) -> int:
-    """Consumers of ``queue`` (0 while it does not exist)."""
-    try:
-        declared = await channel.declare_queue(queue, passive=True)
-    except Exception:
-        return 0
-    return declared.declaration_result.consumer_count or 0
 
 
 async def wait_consuming(env: Broker, queue: str, process: subprocess.Popen[str]) -> None:

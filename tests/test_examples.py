@@ -9,13 +9,13 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from aio_pika.abc import AbstractChannel
 
 from gateway.topology import dlq_name
 from tests.worker_support import (
     ROOT,
     Broker,
     as_received,
+    consumers_on,
     eventually,
     make_settings,
     notify_status,
@@ -27,15 +27,6 @@ from tests.worker_support import (
 )
 
 EXAMPLES = ROOT / "examples"
-
-
-async def consumers_on(channel: AbstractChannel, queue: str) -> int:
-    """Consumers of ``queue`` (0 while it does not exist yet)."""
-    try:
-        declared = await channel.declare_queue(queue, passive=True)
-    except Exception:
-        return 0
-    return declared.declaration_result.consumer_count or 0
 
 
 def test_the_example_documents_the_command_this_test_runs() -> None:

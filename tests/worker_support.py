@@ -122,6 +122,15 @@ async def queue_depth(channel: AbstractChannel, name: str) -> int:
     return queue.declaration_result.message_count or 0
 
 
+async def consumers_on(channel: AbstractChannel, queue: str) -> int:
+    """Consumers of ``queue`` (0 while it does not exist)."""
+    try:
+        declared = await channel.declare_queue(queue, passive=True)
+    except Exception:
+        return 0
+    return declared.declaration_result.consumer_count or 0
+
+
 async def drain_queue(channel: AbstractChannel, name: str) -> list[AbstractIncomingMessage]:
     """Take (and ack) every message in ``name``."""
     queue = await channel.declare_queue(name, passive=True)
