@@ -7,6 +7,8 @@ import os
 import signal
 import subprocess
 import sys
+import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -90,3 +92,18 @@ async def wait_http_ready(
             pass
         assert loop.time() < deadline, f"{proc.name} not ready on :{port} after {timeout}s"
         await asyncio.sleep(0.1)  # deadline poll while a subprocess comes up
+
+
+def wait_ready(port: int, timeout: float) -> bool:
+    """Poll ``/readyz`` on ``port`` until 200 (True) or the deadline (False); blocking, for
+    tests that start a process with ``subprocess``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as response:
+                if response.status == 200:
+                    return True
+        except OSError:
+            pass
+        time.sleep(0.1)  # deadline poll for a subprocess to come up
+    return False

@@ -19,6 +19,7 @@ import pytest
 from gateway.auth import hash_token
 from tests.broker import AMQP_URL, delete_everything, unique_prefix
 from tests.conftest import FIXTURES
+from tests.processes import wait_ready
 from tests.tcp_proxy import free_port
 
 CLI = [sys.executable, "-m", "gateway.cli"]
@@ -111,7 +112,7 @@ def test_serve_answers_and_stops_on_sigterm(tmp_path: Path) -> None:
     prefix, port, config = _config(tmp_path, "")
     process = subprocess.Popen([*CLI, "serve", "--config", str(config)], stdout=subprocess.DEVNULL)
     try:
-        assert _wait_ready(port, 20), "serve never became ready"
+        assert wait_ready(port, 20), "serve never became ready"
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as response:
             assert response.status == 200
         process.send_signal(signal.SIGTERM)
@@ -132,7 +133,7 @@ def test_run_serves_and_processes_in_one_process(tmp_path: Path) -> None:
     )
     process = subprocess.Popen([*CLI, "run", "--config", str(config)], stdout=subprocess.DEVNULL)
     try:
-        assert _wait_ready(port, 30), "run never became ready"
+        assert wait_ready(port, 30), "run never became ready"
         request = urllib.request.Request(
             f"http://127.0.0.1:{port}/callbacks/camara",
             data=(FIXTURES / "camara-roaming-status.json").read_bytes(),
@@ -171,16 +172,3 @@ def _config(tmp_path: Path, extra: str) -> tuple[str, int, Path]:
         f'exchange = "{prefix}"\n{extra}'
     )
     return prefix, port, config
-
-
-def _wait_ready(port: int, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as response:
-                if response.status == 200:
-                    return True
-        except OSError:
-            pass
-        time.sleep(0.1)  # deadline poll for a subprocess to come up
-    return False

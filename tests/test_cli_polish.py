@@ -10,8 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
@@ -22,6 +20,7 @@ import consumers
 import gateway
 from gateway.cli import LOG_LEVELS, build_parser
 from tests.broker import AMQP_URL, delete_everything, unique_prefix
+from tests.processes import wait_ready
 from tests.tcp_proxy import free_port
 
 CLI = [sys.executable, "-m", "gateway.cli"]
@@ -125,20 +124,6 @@ def test_a_bad_log_level_is_a_usage_error() -> None:
     assert len(result.stderr.strip().splitlines()) == 1
     assert "--log-level" in result.stderr
     assert LOG_LEVELS == ("debug", "info", "warning", "error")
-
-
-def wait_ready(port: int, timeout: float) -> bool:
-    """Poll /readyz until 200 or the deadline."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as response:
-                if response.status == 200:
-                    return True
-        except OSError:
-            pass
-        time.sleep(0.1)  # deadline poll for a subprocess to come up
-    return False
 
 
 def test_packages_are_typed_and_licensed() -> None:

@@ -18,8 +18,6 @@ import os
 import re
 import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -47,6 +45,7 @@ from gateway.settings import DEFAULT_SOURCES, AmqpSettings, Settings, load_setti
 from gateway.topology import BUILTIN_BINDINGS, Names, retry_queue_name
 from tests.broker import AMQP_URL, delete_everything, unique_prefix
 from tests.conftest import FIXTURES, fixture_content_type, fixture_source
+from tests.processes import wait_ready
 from tests.tcp_proxy import free_port
 
 Doc = dict[str, Any]
@@ -513,20 +512,6 @@ def test_rejected_record_matches_its_message() -> None:
 
 
 # --- Schemathesis against a running ingress ---------------------------------------------------
-
-
-def wait_ready(port: int, timeout: float) -> bool:
-    """Poll /readyz until 200 or the deadline."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as answer:
-                if answer.status == 200:
-                    return True
-        except OSError:
-            pass
-        time.sleep(0.1)  # deadline poll for a subprocess to come up
-    return False
 
 
 @pytest.mark.slow
