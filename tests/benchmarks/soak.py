@@ -21,7 +21,6 @@ import itertools
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -42,21 +41,14 @@ from consumers.state import open_store  # noqa: E402
 from gateway.auth import hash_token  # noqa: E402
 from gateway.settings import WorkerSettings  # noqa: E402
 from gateway.topology import retry_queue_names  # noqa: E402
+from tests.broker import AMQP_URL, POSTGRES_URL  # noqa: E402
+from tests.tcp_proxy import free_port  # noqa: E402
 
 EVENT_GATEWAY = str(Path(sys.executable).parent / "event-gateway")
-AMQP_URL = os.environ.get("TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
-POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 WORKERS = ("roaming", "reachability", "sms")
 CAMARA = "org.camaraproject"
 TOKENS = {"camara": "soak-camara-token", "notify-status": "soak-notify-token"}
 CLIENT_CONNECTIONS = 32
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def rss_kib(pid: int) -> int:
