@@ -27,23 +27,23 @@ class PeerUnavailable(Exception):
     """The peer cannot be installed or built here; the message says why, on one line."""
 
 
+def _build(argv: list[str], cwd: Path, what: str, env: dict[str, str] | None = None) -> None:
+    """Run one build step (5 min at most); PeerUnavailable with its last line when it fails."""
+    done = subprocess.run(
+        argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=300, check=False
+    )
+    if done.returncode != 0:
+        tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
+        raise PeerUnavailable(f"{what} failed: {tail[0]}")
+
+
 def node_argv() -> list[str]:
     """``node server.js`` after ``npm install`` (once)."""
     node, npm = shutil.which("node"), shutil.which("npm")
     if node is None or npm is None:
         raise PeerUnavailable("node/npm not installed")
     if not (NODE_DIR / "node_modules" / "fastify").is_dir():
-        done = subprocess.run(
-            [npm, "install", "--no-audit", "--no-fund", "--silent"],
-            cwd=NODE_DIR,
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
-        if done.returncode != 0:
-            tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
-            raise PeerUnavailable(f"npm install failed: {tail[0]}")
+        _build([npm, "install", "--no-audit", "--no-fund", "--silent"], NODE_DIR, "npm install")
     return [node, str(NODE_DIR / "server.js")]
 
 
@@ -65,18 +65,7 @@ def go_argv(build_dir: Path) -> list[str]:
         "GOFLAGS": "",
         "GOCACHE": str(build_dir / "go-cache"),
     }
-    done = subprocess.run(
-        [go, "build", "-o", str(binary), "."],
-        cwd=src,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    if done.returncode != 0:
-        tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
-        raise PeerUnavailable(f"go build failed: {tail[0]}")
+    _build([go, "build", "-o", str(binary), "."], src, "go build", env)
     return [str(binary)]
 
 
