@@ -7,6 +7,7 @@ is reused and left running.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import subprocess
 from collections.abc import AsyncIterator, Iterator, Sequence
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from aio_pika.abc import AbstractRobustConnection
+from aio_pika.abc import AbstractQueue, AbstractRobustConnection
 from aiormq.exceptions import AMQPError
 from yarl import URL
 
@@ -124,3 +125,19 @@ async def delete_prefix(connection: AbstractRobustConnection, prefix: str, *queu
         channel = await connection.channel()
         with contextlib.suppress(AMQPError):
             await channel.exchange_delete(exchange)
+
+
+async def missing_ids(queue: AbstractQueue, wanted: set[str], timeout: float) -> set[str]:
+    """The ids of ``wanted`` not read from ``queue`` (as ``message_id``) within ``timeout``;
+    what is read is taken off the queue."""
+    loop = asyncio.get_running_loop()
+    stored: set[str] = set()
+    deadline = loop.time() + timeout
+    while not wanted <= stored and loop.time() < deadline:
+        message = await queue.get(no_ack=True, fail=False)
+        if message is None:
+            await asyncio.sleep(0.05)  # poll interval while the queue fills
+            continue
+        assert message.message_id is not None
+        stored.add(message.message_id)
+    return wanted - stored

@@ -25,6 +25,7 @@ from tests.rabbit_nodes import (  # noqa: F401
     SingleNode,
     connection_to,
     delete_prefix,
+    missing_ids,
     single_node_fixture,
 )
 from tests.worker_support import eventually
@@ -142,16 +143,7 @@ async def test_an_alarm_blocks_publishers_503_then_204_when_it_clears(
             slowest = max(a.seconds for a in answers if a.status == 503)
             assert slowest < PUBLISH_TIMEOUT_S + 0.5, f"a 503 took {slowest:.2f}s"
             accepted = {a.event_id for a in answers if a.status == 204}
-            stored: set[str] = set()
-            deadline = loop.time() + 30
-            while not accepted <= stored and loop.time() < deadline:
-                message = await queue.get(no_ack=True, fail=False)
-                if message is None:
-                    await asyncio.sleep(0.05)  # poll interval while the queue fills
-                    continue
-                assert message.message_id is not None
-                stored.add(message.message_id)
-            lost = accepted - stored
+            lost = await missing_ids(queue, accepted, 30)
             assert not lost, f"lost {len(lost)} of {len(accepted)} accepted events"
         finally:
             if raised:

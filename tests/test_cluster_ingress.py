@@ -21,7 +21,13 @@ from gateway.app import PUBLISHER, create_app
 from gateway.publisher import Publisher
 from tests.broker import unique_prefix
 from tests.conftest import FIXTURES, TOKENS, make_settings
-from tests.rabbit_nodes import Cluster, cluster_fixture, connection_to, delete_prefix  # noqa: F401
+from tests.rabbit_nodes import (  # noqa: F401
+    Cluster,
+    cluster_fixture,
+    connection_to,
+    delete_prefix,
+    missing_ids,
+)
 from tests.worker_support import eventually
 
 pytestmark = pytest.mark.cluster
@@ -106,16 +112,7 @@ async def test_killing_the_connected_node_loses_no_accepted_event(
             assert {a.status for a in answers} <= {204, 503}
 
             accepted = {a.event_id for a in answers if a.status == 204}
-            stored: set[str] = set()
-            deadline = loop.time() + 60
-            while not accepted <= stored and loop.time() < deadline:
-                message = await queue.get(no_ack=True, fail=False)
-                if message is None:
-                    await asyncio.sleep(0.05)  # poll interval while the queue fills
-                    continue
-                assert message.message_id is not None
-                stored.add(message.message_id)
-            lost = accepted - stored
+            lost = await missing_ids(queue, accepted, 60)
             assert not lost, f"lost {len(lost)} of {len(accepted)} accepted events"
         finally:
             if killed is not None:
