@@ -321,38 +321,11 @@ def gateway_config(ctx: Context, prefix: str, port: int, tmp: Path, publisher: s
 def bench_reference(ctx: Context) -> Row:
     """The tutorial-shaped FastAPI service, publishing to a fresh exchange."""
     row = Row("reference", "FastAPI + pydantic + aio-pika, as tutorials write it")
-    prefix = broker.unique_prefix("reference")
-    port = free_port()
     http = "httptools" if importlib.util.find_spec("httptools") else "h11"
     row.notes.append(f"uvicorn defaults: loop auto (uvloop installed), http auto → {http}")
     if http == "h11":
         row.notes.append("httptools is not installed (uvicorn[standard] would add it)")
-    argv = [
-        _python(),
-        str(HERE / "reference_fastapi.py"),
-        "--port",
-        str(port),
-        "--amqp-url",
-        ctx.amqp_url,
-        "--exchange",
-        prefix,
-        "--token-digest",
-        payload.digest(ctx.token),
-    ]
-    try:
-        with Server("reference", argv, port, ctx.logs / "reference.log", clean_env()) as server:
-            server.wait_ready()
-            asyncio.run(
-                broker.declare_sink(
-                    ctx.amqp_url, prefix, f"{prefix}.bench", ctx.queue_type, declare_exchange=False
-                )
-            )
-            _load(ctx, server, row)
-            _check_stored(ctx, row, f"{prefix}.bench")
-        row.rss_kib = server.rss_kib
-    finally:
-        _cleanup(ctx, row, exchanges=[prefix], queues=[f"{prefix}.bench"])
-    return row
+    return _bench_server(ctx, row, [_python(), str(HERE / "reference_fastapi.py")])
 
 
 def _bench_peer(ctx: Context, row: Row, argv_for: Callable[[], list[str]]) -> Row:
@@ -362,6 +335,12 @@ def _bench_peer(ctx: Context, row: Row, argv_for: Callable[[], list[str]]) -> Ro
     except peers.PeerUnavailable as exc:
         row.error = f"skipped: {exc}"
         return row
+    return _bench_server(ctx, row, command)
+
+
+def _bench_server(ctx: Context, row: Row, command: list[str]) -> Row:
+    """A server that is not the gateway (the reference, a peer), started as ``command`` with
+    its port, broker, a fresh exchange and the token digest, then loaded like the gateway."""
     prefix = broker.unique_prefix(row.name)
     port = free_port()
     argv = [
