@@ -14,7 +14,8 @@ import structlog
 from consumers import Event
 from consumers.handlers import builtin_spec
 from consumers.state import open_store
-from consumers.worker import STALL_S, Worker, WorkerSpec
+from consumers.worker import STALL_S, Handler, Worker, WorkerSpec
+from gateway.settings import Settings
 from gateway.topology import dlq_name
 from tests.tcp_proxy import TcpProxy
 from tests.worker_support import (
@@ -38,6 +39,20 @@ def _event(n: int) -> dict[str, Any]:
     return event
 
 
+def _work(env: Broker, settings: Settings, handler: Handler) -> WorkerSpec:
+    """A worker on ``<prefix>.work`` bound to BINDING, its queues tracked for the clean-up."""
+    return WorkerSpec(env.track(f"{env.prefix}.work", settings), (BINDING,), handler=handler)
+
+
+def _recording(seen: list[str]) -> Handler:
+    """A handler that appends each event's id to ``seen``."""
+
+    async def handler(event: Event) -> None:
+        seen.append(event.id)
+
+    return handler
+
+
 def _restarts(worker: Worker) -> float:
     value = worker.metrics.registry.get_sample_value(
         "gateway_worker_session_restarts_total", {"queue": worker.spec.queue}
@@ -51,12 +66,8 @@ async def test_a_dead_delivery_task_restarts_the_consumer(
     """A delivery task that dies of an unexpected error ends the session: the worker is not
     ready, starts a new session, and the message comes back and is handled."""
     seen: list[str] = []
-
-    async def handler(event: Event) -> None:
-        seen.append(event.id)
-
     settings = make_settings(env.prefix)
-    spec = WorkerSpec(env.track(f"{env.prefix}.work", settings), (BINDING,), handler=handler)
+    spec = _work(env, settings, _recording(seen))
     channel = await env.channel()
     async with running_worker(settings, spec) as worker:
         real = worker._deliver
@@ -80,12 +91,8 @@ async def test_a_consumer_the_broker_cancelled_is_started_again(env: Broker) -> 
     """Deleting the queue under the worker (the broker cancels its consumer) ends the
     session; the next one declares the queue again and consumes."""
     seen: list[str] = []
-
-    async def handler(event: Event) -> None:
-        seen.append(event.id)
-
     settings = make_settings(env.prefix)
-    spec = WorkerSpec(env.track(f"{env.prefix}.work", settings), (BINDING,), handler=handler)
+    spec = _work(env, settings, _recording(seen))
     channel = await env.channel()
     async with running_worker(settings, spec) as worker:
         await channel.queue_delete(spec.queue)
@@ -111,7 +118,7 @@ async def test_alive_is_false_only_when_the_supervisor_stalls(env: Broker) -> No
         return None
 
     settings = make_settings(env.prefix)
-    spec = WorkerSpec(env.track(f"{env.prefix}.work", settings), (BINDING,), handler=handler)
+    spec = _work(env, settings, handler)
     async with running_worker(settings, spec) as worker:
         assert worker.alive
         worker._heartbeat = asyncio.get_running_loop().time() - STALL_S - 1
@@ -173,7 +180,7 @@ async def test_a_handler_failure_is_logged_with_its_traceback(env: Broker) -> No
         raise ValueError("the handler's own bug")
 
     settings = make_settings(env.prefix, max_attempts=1)
-    spec = WorkerSpec(env.track(f"{env.prefix}.work", settings), (BINDING,), handler=handler)
+    spec = _work(env, settings, handler)
     channel = await env.channel()
     with structlog.testing.capture_logs() as logs:
         async with running_worker(settings, spec):
