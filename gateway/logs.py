@@ -49,19 +49,6 @@ _SECRETS = (
 # Fields that hold free text: scrubbed whole, not only matched as a whole value.
 FREE_TEXT_KEYS = ("event", "error", "reason", "detail", "exception", "message")
 _FREE_TEXT = frozenset(FREE_TEXT_KEYS)
-PERSONAL_KEYS = frozenset(
-    {
-        "device",
-        "partitionkey",
-        "subject",
-        "to",
-        "source_number",
-        "destination_number",
-        "phone",
-        "phone_number",
-        "key",
-    }
-)
 TEXT_KEYS = frozenset({"message_text", "text", "body"})
 
 
