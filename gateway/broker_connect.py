@@ -122,8 +122,8 @@ def accepts_publishes(connection: AbstractRobustConnection) -> bool:
     aiormq tracks ``connection.blocked``/``unblocked`` but shows it only through
     ``Connection.ready()``, a coroutine that returns at once when the connection is up and not
     blocked and waits otherwise. This steps it once, without an event loop turn, and closes it:
-    finishing means ready. ``gateway.fast_path_check.check_blocked_probe`` checks at start that
-    it still says ready on a fresh connection.
+    finishing means ready. ``tests/test_broker_alarms.py`` checks it against a node under a
+    real memory or disk alarm.
     """
     transport = getattr(connection, "transport", None)
     if transport is None:
