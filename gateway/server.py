@@ -1,14 +1,14 @@
 """Running the ingress until a signal: the written shutdown sequence.
 
 1. SIGTERM/SIGINT sets ``stop``; a second signal exits at once.
-The listening socket's protocol factory is ``gateway.connections.ConnectionGuard``: header,
-body and keep-alive timeouts and at most ``max_connections`` clients, below the fd limit.
-
 2. The listening socket closes; requests in flight finish (bounded by ``SHUTDOWN_TIMEOUT_S``)
    so every sender gets its 204 or 503.
 3. The cleanup contexts close the publisher's connection.
 Other long-running parts (the built-in workers under ``run``) are coroutines that watch the
 same ``stop`` event; they drain while the ingress does.
+
+The listening socket's protocol factory is ``gateway.connections.ConnectionGuard``: header,
+body and keep-alive timeouts and at most ``max_connections`` clients, below the fd limit.
 """
 
 from __future__ import annotations
