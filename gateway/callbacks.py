@@ -4,8 +4,8 @@ The order is the contract: find the source (404), check the client address (403)
 authenticate before touching the body (401; a signature scheme reads the raw body first),
 the source's rate limit (429), read at most ``max_body_bytes`` (413), normalise (400/415),
 check the types the source may send (403), publish and wait for every confirm (204, or
-503 + ``Retry-After``). A 4xx after authentication is kept on
-``<prefix>.rejected`` before it is answered, because Notify never retries a 4xx.
+503 + ``Retry-After``). A 4xx after authentication (but a 429, which the sender retries) is
+kept on ``<prefix>.rejected`` before it is answered, because Notify never retries a 4xx.
 """
 
 from __future__ import annotations
