@@ -35,7 +35,6 @@ class MemoryTrimmer:
         self._trim = _malloc_trim()
         self._interval_s = interval_s
         self._pending: asyncio.TimerHandle | None = None
-        self.trims = 0
 
     def request(self) -> None:
         if self._trim is None or self._pending is not None:
@@ -50,4 +49,3 @@ class MemoryTrimmer:
         self._pending = None
         assert self._trim is not None
         self._trim()
-        self.trims += 1
