@@ -203,6 +203,9 @@ class GuardedRequestHandler(RequestHandler):
         self._phase = Phase.HEADERS
         self._timer: asyncio.TimerHandle | None = None
         self._head_bytes = 0  # of the request line and headers arriving (MAX_HEAD_BYTES)
+        # The body of a request answered before it was read (an early 503 or 413): aiohttp
+        # drains it after the answer, and its bytes are no request head.
+        self._draining: Any = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -229,7 +232,10 @@ class GuardedRequestHandler(RequestHandler):
                 self._phase = Phase.BUSY
             else:
                 self._arm(self._guard.body_timeout_s, Phase.BODY, payload)
+        elif self._draining is not None and not self._draining.is_eof():
+            pass  # the rest of an answered request's body, which aiohttp is draining
         elif self._phase is Phase.HEADERS or self._phase is Phase.IDLE:
+            self._draining = None
             self._head_bytes += len(data)  # a head still incomplete: at most MAX_HEAD_BYTES
             if self._head_bytes > MAX_HEAD_BYTES and self.transport is not None:
                 self._guard.malformed(431, "request head too large")
@@ -244,6 +250,7 @@ class GuardedRequestHandler(RequestHandler):
         if resp is not None and not resp.prepared:
             resp.headers["Server"] = SERVER_NAME
         result = await super().finish_response(request, resp, start_time)
+        self._draining = None if request.content.is_eof() else request.content
         if not self._messages and self.transport is not None:
             # Answered: waiting for the next request (a body still arriving is aiohttp's to
             # drain, for at most its lingering time).
