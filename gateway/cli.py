@@ -81,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     # Set by the supervisor of ``--workers N`` for each child; not for people.
     serve.add_argument("--process-slot", type=int, help=argparse.SUPPRESS)
     serve.add_argument("--process-dir", help=argparse.SUPPRESS)
+    serve.add_argument("--process-supervisor", type=int, help=argparse.SUPPRESS)
     serve.set_defaults(func=_serve)
 
     run = commands.add_parser("run", help="ingress and the three built-in workers in one process")
@@ -163,7 +164,11 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         return supervise(args.argv, processes)
     host = args.host or settings.http.host
     port = settings.http.port if args.port is None else args.port
-    child = args.process_slot is not None and args.process_dir is not None
+    child = (
+        args.process_slot is not None
+        and args.process_dir is not None
+        and args.process_supervisor is not None
+    )
 
     async def main() -> int:
         stop = asyncio.Event()
@@ -174,12 +179,14 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
             from pathlib import Path
 
             from gateway.sibling_metrics import SiblingMetrics
+            from gateway.supervisor import stop_when_orphaned
 
             siblings = SiblingMetrics(
                 app[METRICS].registry, Path(args.process_dir), args.process_slot
             )
             app[METRICS].renderer = siblings.render
             companions.append(lambda: siblings.publish_until(stop))
+            companions.append(lambda: stop_when_orphaned(stop, args.process_supervisor))
         await serve_app(app, host, port, stop, companions=companions, reuse_port=child)
         return 0
 

@@ -8,6 +8,7 @@ each child is a whole ``event-gateway serve`` with its own broker connection, li
 2. the supervisor waits for all of them (bounded by ``SHUTDOWN_TIMEOUT_S``), then kills the rest;
 3. a second signal kills every child at once.
 
+A child whose supervisor is gone (killed with SIGKILL, say) drains and exits by itself.
 A child that dies on its own is started again after ``RESTART_DELAY_S`` (logged), so one
 crash does not take the port's share of connections with it. Children write their metrics
 to a directory the supervisor owns, so any child's ``/metrics`` shows every process
@@ -16,6 +17,8 @@ to a directory the supervisor owns, so any child's ``/metrics`` shows every proc
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -32,6 +35,19 @@ log = get_logger("gateway.supervisor")
 SHUTDOWN_TIMEOUT_S = 20.0
 RESTART_DELAY_S = 1.0
 POLL_S = 0.2
+
+
+async def stop_when_orphaned(stop: asyncio.Event, supervisor: int, interval_s: float = 1.0) -> None:
+    """In a child: drain and exit (set ``stop``) once ``supervisor`` is no longer its parent
+    (killed with SIGKILL, say, even before this child started), so no ingress process
+    outlives it holding the port."""
+    while not stop.is_set():
+        if os.getppid() != supervisor:
+            log.warning("the supervisor is gone; stopping", supervisor=supervisor)
+            stop.set()
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), interval_s)
 
 
 def worker_count(value: str) -> int:
@@ -71,6 +87,8 @@ def child_argv(argv: Sequence[str], slot: int, directory: str) -> list[str]:
         str(slot),
         "--process-dir",
         directory,
+        "--process-supervisor",
+        str(os.getpid()),
     ]
 
 

@@ -42,7 +42,17 @@ def test_worker_count_parses_numbers_and_auto() -> None:
 def test_child_argv_drops_workers_and_adds_the_slot() -> None:
     """Each child is the same ``serve`` without ``--workers``, with its slot and directory."""
     argv = child_argv(["serve", "--workers", "2", "--config", "c.toml", "--workers=3"], 1, "/d")
-    assert argv[3:] == ["serve", "--config", "c.toml", "--process-slot", "1", "--process-dir", "/d"]
+    assert argv[3:] == [
+        "serve",
+        "--config",
+        "c.toml",
+        "--process-slot",
+        "1",
+        "--process-dir",
+        "/d",
+        "--process-supervisor",
+        str(os.getpid()),
+    ]
 
 
 @pytest.fixture
@@ -139,3 +149,28 @@ async def test_two_processes_share_the_port_and_report_every_process(
         assert await proc.terminate(timeout=30) == 0
     finally:
         proc.kill()
+
+
+@pytest.mark.slow
+async def test_children_stop_when_the_supervisor_is_killed(
+    config: tuple[Path, str, int], tmp_path: Path
+) -> None:
+    """SIGKILL of the supervisor leaves no ingress process behind holding the port."""
+    path, _prefix, port = config
+    proc = GatewayProcess(
+        "serve-orphans", ("serve", "--workers", "2", "--config", str(path)), tmp_path
+    ).start()
+    try:
+        async with aiohttp.ClientSession() as session:
+            await wait_http_ready(session, proc, port, timeout=30)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 30
+        while len(children := await _children(proc.pid)) < 2:
+            assert loop.time() < deadline, "the supervisor did not start two children"
+            await asyncio.sleep(0.1)  # poll while the second child starts
+    finally:
+        proc.kill()
+    deadline = loop.time() + 30
+    while alive := [pid for pid in children if Path(f"/proc/{pid}").exists()]:
+        assert loop.time() < deadline, f"ingress processes outlived their supervisor: {alive}"
+        await asyncio.sleep(0.2)  # poll: each child notices within a second, then drains
