@@ -13,6 +13,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from gateway.auth_jwt import jwks_lifecycle
+from gateway.callback_request import CallbackHandler, CallbackRequest
 from gateway.callbacks import CallbackHandlers, EventPublisher
 from gateway.connections import HTTP_SETTINGS
 from gateway.logs import get_logger
@@ -27,7 +28,7 @@ log = get_logger("gateway.app")
 PUBLISHER = web.AppKey("publisher", EventPublisher)
 METRICS = web.AppKey("metrics", IngressMetrics)
 # ``/callbacks/<name>`` → that source's POST handler: the lean dispatch (``gateway.dispatch``).
-CALLBACK_ROUTES = web.AppKey("callback_routes", dict[str, Handler])
+CALLBACK_ROUTES = web.AppKey("callback_routes", dict[str, CallbackHandler])
 
 
 def create_app(
@@ -92,8 +93,16 @@ def _publisher_lifecycle(
 @web.middleware
 async def problem_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Routing errors (404, 405) and bugs (500) answer problem+json too, never a traceback."""
+    return await answer_problems(request, handler)
+
+
+async def answer_problems(
+    request: CallbackRequest, handler: CallbackHandler | Handler
+) -> web.StreamResponse:
+    """``handler(request)``, its HTTP errors and bugs answered as problem+json (the
+    middleware's body, also called by the lean dispatch and the fast path)."""
     try:
-        return await handler(request)
+        return await handler(request)  # type: ignore[arg-type]
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

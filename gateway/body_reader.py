@@ -12,10 +12,8 @@ from __future__ import annotations
 from aiohttp import web
 from aiohttp.web_protocol import RequestPayloadError
 
+from gateway.callback_request import CallbackRequest
 from gateway.inflight import Reservation, parsed_cost
-
-# The charge of each request; released by the handler once the request is answered.
-BODY_CHARGE = web.RequestKey("body_charge", Reservation)
 
 
 class InflightFull(Exception):
@@ -26,9 +24,11 @@ class BodyNotReceived(Exception):
     """The body did not arrive (client gone, body timeout, broken chunked framing)."""
 
 
-async def read_charged(request: web.Request, max_body: int) -> bytes | None:
-    """The body, charged to the request's reservation; None when over ``max_body``."""
-    charge = request[BODY_CHARGE]
+async def read_charged(
+    request: CallbackRequest, charge: Reservation, max_body: int
+) -> bytes | None:
+    """The body, charged to the request's reservation ``charge`` (released by the handler
+    once the request is answered); None when over ``max_body``."""
     if not charge.resize(max(charge.amount, request.content_length or max_body)):
         raise InflightFull
     try:
@@ -38,7 +38,8 @@ async def read_charged(request: web.Request, max_body: int) -> bytes | None:
     except (ConnectionError, RequestPayloadError) as exc:
         # Nothing more of this body is read: without this, aiohttp reads on after the answer
         # (its lingering close), meets the same error and logs it as an unhandled exception.
-        request.content.feed_eof()
+        if isinstance(request, web.BaseRequest):  # a fast-path request is read whole already
+            request.content.feed_eof()
         raise BodyNotReceived(str(exc) or type(exc).__name__) from None
     if not charge.resize(max(charge.amount, parsed_cost(body))):
         raise InflightFull

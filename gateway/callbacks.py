@@ -16,14 +16,14 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 from aiohttp import web
-from aiohttp.typedefs import Handler
 
 from gateway.adapters import ADAPTERS, Context
 from gateway.adapters.errors import AdapterError
 from gateway.auth import AuthResult, Outcome
-from gateway.body_reader import BODY_CHARGE, BodyNotReceived, InflightFull, read_charged
+from gateway.body_reader import BodyNotReceived, InflightFull, read_charged
+from gateway.callback_request import CallbackHandler, CallbackRequest
 from gateway.cloudevent import CloudEvent, rfc3339
-from gateway.inflight import InflightBudget
+from gateway.inflight import InflightBudget, Reservation
 from gateway.logs import get_logger, log_events
 from gateway.memory import MemoryTrimmer
 from gateway.metrics import UNKNOWN_SOURCE, IngressMetrics
@@ -99,26 +99,26 @@ class CallbackHandlers:
         the path was percent-encoded; the others get their 404."""
         return await self._post(request, self._sources.get(request.match_info["source"]))
 
-    def post_to(self, source: Source) -> Handler:
+    def post_to(self, source: Source) -> CallbackHandler:
         """The handler of one source's own path (a plain route: no pattern to match)."""
 
-        async def post(request: web.Request) -> web.StreamResponse:
+        async def post(request: CallbackRequest) -> web.StreamResponse:
             return await self._post(request, source)
 
         return post
 
-    async def _post(self, request: web.Request, source: Source | None) -> web.StreamResponse:
+    async def _post(self, request: CallbackRequest, source: Source | None) -> web.StreamResponse:
         started = time.perf_counter()
-        charge = request[BODY_CHARGE] = self.inflight.charge(source.name if source else "")
+        charge = self.inflight.charge(source.name if source else "")
         try:
             if self._tracing is None:
-                response = await self._handle(request, source)
+                response = await self._handle(request, source, charge)
             else:
                 response = await self._tracing.request(
                     request.headers,
                     source.name if source else UNKNOWN_SOURCE,
                     request.path,
-                    lambda: self._handle(request, source),
+                    lambda: self._handle(request, source, charge),
                 )
         except InflightFull:
             log.warning("callback not accepted: in-flight bytes", status=503)
@@ -140,7 +140,9 @@ class CallbackHandlers:
         )
         return response
 
-    async def _handle(self, request: web.Request, source: Source | None) -> web.StreamResponse:
+    async def _handle(
+        self, request: CallbackRequest, source: Source | None, charge: Reservation
+    ) -> web.StreamResponse:
         if source is None:
             return problem_response(404, "no callback source of that name is configured")
         received_at = self._clock()
@@ -153,14 +155,14 @@ class CallbackHandlers:
             return problem_response(403, "this client address may not send to this source")
         body: bytes | None = None
         if access.needs_body:  # a signature covers the raw body: read it first, keep nothing
-            body = await self._read_body(request)
+            body = await self._read_body(request, charge)
             if body is None:
                 return problem_response(413, self._too_large)
         auth = await access.authenticate(
             request.headers, request.query.get("access_token"), body, received_at
         )
         if auth.outcome is not Outcome.ACCEPTED:
-            return await self._unauthenticated(request, source, auth, received_at)
+            return await self._unauthenticated(request, source, auth, received_at, charge)
         wait = access.rate_wait()
         if wait:
             log.info("callback refused", source=source.name, status=429, reason="rate_limit")
@@ -171,7 +173,7 @@ class CallbackHandlers:
             )
         received = rfc3339(received_at)
         if body is None:
-            body = await self._read_body(request)
+            body = await self._read_body(request, charge)
             if body is None:
                 return await self._reject(request, source, 413, self._too_large, received_at, None)
 
@@ -221,14 +223,19 @@ class CallbackHandlers:
         log_events("event accepted", source.name, events)
         return NoContent()
 
-    async def _read_body(self, request: web.Request) -> bytes | None:
+    async def _read_body(self, request: CallbackRequest, charge: Reservation) -> bytes | None:
         """The body, or None when it is larger than ``max_body_bytes``."""
         if (request.content_length or 0) > self._max_body:
             return None
-        return await read_charged(request, self._max_body)  # under max_inflight_bytes (§7)
+        return await read_charged(request, charge, self._max_body)  # under max_inflight_bytes (§7)
 
     async def _unauthenticated(
-        self, request: web.Request, source: Source, auth: AuthResult, received_at: datetime
+        self,
+        request: CallbackRequest,
+        source: Source,
+        auth: AuthResult,
+        received_at: datetime,
+        charge: Reservation,
     ) -> web.StreamResponse:
         """401 (one generic answer), or 503 when the keys to check it cannot be loaded. An
         expired bearer token that matched is kept on ``.rejected`` first (contract §8)."""
@@ -240,7 +247,7 @@ class CallbackHandlers:
                 headers={"Retry-After": retry_after(auth.retry_after_s)},
             )
         if auth.outcome is Outcome.EXPIRED:
-            body = await self._read_body(request)
+            body = await self._read_body(request, charge)
             kept = await self._reject(request, source, 401, "token expired", received_at, body)
             if kept.status == 503:
                 return kept
@@ -249,7 +256,7 @@ class CallbackHandlers:
 
     async def _reject(
         self,
-        request: web.Request,
+        request: CallbackRequest,
         source: Source,
         status: int,
         reason: str,

@@ -16,16 +16,18 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 
 from aiohttp import hdrs, web
-from aiohttp.typedefs import Handler
 from aiohttp.web_request import BaseRequest
 from aiohttp.web_response import StreamResponse
 
-from gateway.app import CALLBACK_ROUTES, problem_middleware
+from gateway.app import CALLBACK_ROUTES, answer_problems
+from gateway.callback_request import CallbackHandler
 
 RequestHandler = Callable[[BaseRequest], Awaitable[StreamResponse]]
 
 
-def lean_dispatch(routes: Mapping[str, Handler], fallback: RequestHandler) -> RequestHandler:
+def lean_dispatch(
+    routes: Mapping[str, CallbackHandler], fallback: RequestHandler
+) -> RequestHandler:
     """A server request handler: ``POST`` to a path of ``routes`` straight to its handler,
     anything else to ``fallback`` (the application's own ``_handle``)."""
     posts = dict(routes)
@@ -38,7 +40,7 @@ def lean_dispatch(routes: Mapping[str, Handler], fallback: RequestHandler) -> Re
             # ``Expect: 100-continue`` is answered by the router's expect handler: without it a
             # client waiting for the 100 stalls (curl 1 s, others until their body times out).
             if handler is not None and expect not in request.headers:
-                return await problem_middleware(request, handler)  # type: ignore[arg-type]
+                return await answer_problems(request, handler)
         return await fallback(request)
 
     return dispatch
