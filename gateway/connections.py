@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import resource
 from enum import Enum
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
@@ -97,8 +97,16 @@ def check_aiohttp() -> None:
         raise RuntimeError("aiohttp.web_protocol.RequestHandler has no _messages queue")
 
 
+class GuardedConnection(Protocol):
+    """A client connection the guard counts: aiohttp's handler or the fast path's protocol."""
+
+    def force_close(self) -> None: ...
+
+
 class ConnectionGuard:
-    """The protocol factory: one ``GuardedRequestHandler`` per connection, at most ``cap``."""
+    """At most ``cap`` connections, and their timeouts. Calling it makes a
+    ``GuardedRequestHandler``; ``gateway.callback_protocol`` connections register themselves
+    through ``admit``/``forget`` and hand over to one made by ``adopt``."""
 
     def __init__(
         self,
@@ -115,9 +123,9 @@ class ConnectionGuard:
         self.header_timeout_s = header_timeout_s
         self.body_timeout_s = body_timeout_s
         self.keepalive_timeout_s = keepalive_timeout_s
-        self.open: set[GuardedRequestHandler] = set()
+        self.open: set[GuardedConnection] = set()
         # Connections without a request in progress, oldest first (dicts keep insertion order).
-        self.idle: dict[GuardedRequestHandler, None] = {}
+        self.idle: dict[GuardedConnection, None] = {}
         self.evicted = 0
         self.refused = 0
         self._peak = 0
@@ -137,7 +145,17 @@ class ConnectionGuard:
             read_bufsize=READ_BUFSIZE,
         )
 
-    def admit(self, handler: GuardedRequestHandler) -> bool:
+    def adopt(self, connection: GuardedConnection) -> GuardedRequestHandler:
+        """An aiohttp handler that takes over ``connection``'s socket (and its place under
+        the cap, without counting it twice)."""
+        handler = self()
+        handler.adopted = True
+        self.open.discard(connection)
+        self.idle.pop(connection, None)
+        self.open.add(handler)
+        return handler
+
+    def admit(self, handler: GuardedConnection) -> bool:
         """Count a new connection; over the cap, close the longest-idle one (or refuse)."""
         if len(self.open) >= self.cap:
             if self.idle:
@@ -155,7 +173,7 @@ class ConnectionGuard:
             self._peak = len(self.open)
         return True
 
-    def forget(self, handler: GuardedRequestHandler) -> None:
+    def forget(self, handler: GuardedConnection) -> None:
         self.open.discard(handler)
         self.idle.pop(handler, None)
         if self._peak >= TRIM_AFTER_CONNECTIONS and 2 * len(self.open) < self._peak:
@@ -206,10 +224,11 @@ class GuardedRequestHandler(RequestHandler):
         # The body of a request answered before it was read (an early 503 or 413): aiohttp
         # drains it after the answer, and its bytes are no request head.
         self._draining: Any = None
+        self.adopted = False  # taken over from the fast path: already counted
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
-        if not self._guard.admit(self):
+        if not self.adopted and not self._guard.admit(self):
             self.force_close()
             return
         self._guard.idle[self] = None

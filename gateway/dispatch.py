@@ -15,11 +15,11 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 
-from aiohttp import hdrs, web
+from aiohttp import hdrs
 from aiohttp.web_request import BaseRequest
 from aiohttp.web_response import StreamResponse
 
-from gateway.app import CALLBACK_ROUTES, answer_problems
+from gateway.app import answer_problems
 from gateway.callback_request import CallbackHandler
 
 RequestHandler = Callable[[BaseRequest], Awaitable[StreamResponse]]
@@ -44,14 +44,3 @@ def lean_dispatch(
         return await fallback(request)
 
     return dispatch
-
-
-def install(runner: web.BaseRunner) -> None:
-    """Put the lean dispatch in front of the app of a set-up ``runner`` (before it serves)."""
-    server = runner.server
-    if server is None or not isinstance(runner, web.AppRunner):
-        return
-    routes = runner.app.get(CALLBACK_ROUTES)
-    if not routes:
-        return
-    server.request_handler = lean_dispatch(routes, server.request_handler)

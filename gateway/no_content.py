@@ -48,6 +48,11 @@ class _HttpDate:
 _date = _HttpDate()
 
 
+def http_date() -> bytes:
+    """The ``Date`` header's value now (cached for the second)."""
+    return _date.now()
+
+
 class NoContent(web.StreamResponse):
     """``204 No Content`` (module docstring)."""
 

@@ -7,8 +7,10 @@
 Other long-running parts (the built-in workers under ``run``) are coroutines that watch the
 same ``stop`` event; they drain while the ingress does.
 
-The listening socket's protocol factory is ``gateway.connections.ConnectionGuard``: header,
-body and keep-alive timeouts and at most ``max_connections`` clients, below the fd limit.
+The listening socket's protocol factory is the ``gateway.runner.GatewayServer``: callbacks on
+the fast path (``gateway.callback_protocol``), anything else through aiohttp, both under one
+``gateway.connections.ConnectionGuard`` (header, body and keep-alive timeouts and at most
+``max_connections`` clients, below the fd limit).
 """
 
 from __future__ import annotations
@@ -22,9 +24,9 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.connections import HTTP_SETTINGS, ConnectionGuard, connection_cap
-from gateway.dispatch import install as lean_dispatch
+from gateway.connections import HTTP_SETTINGS
 from gateway.logs import get_logger
+from gateway.runner import GatewayRunner, GatewayServer
 from gateway.settings import HttpSettings
 
 log = get_logger("gateway.server")
@@ -64,24 +66,17 @@ async def serve_app(
 ) -> None:
     """Serve ``app`` until ``stop`` is set, running ``companions`` alongside. ``reuse_port``:
     one of several processes on the same port (``serve --workers N``)."""
-    runner = web.AppRunner(
+    runner = GatewayRunner(
         app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT_S
     )
     await runner.setup()
-    assert runner.server is not None
-    lean_dispatch(runner)  # POST /callbacks/<name> skips the router and middleware chain
+    server = runner.server
+    assert isinstance(server, GatewayServer)
     http = app.get(HTTP_SETTINGS) or HttpSettings()
-    cap = connection_cap(http.max_connections)
-    guard = ConnectionGuard(
-        runner.server,
-        cap=cap,
-        header_timeout_s=http.header_timeout_s,
-        body_timeout_s=http.body_timeout_s,
-        keepalive_timeout_s=http.keepalive_timeout_s,
-    )
+    cap = server.guard.cap
     try:
         listener = await asyncio.get_running_loop().create_server(
-            guard, host, port, backlog=1024, reuse_address=True, reuse_port=reuse_port or None
+            server, host, port, backlog=1024, reuse_address=True, reuse_port=reuse_port or None
         )
     except OSError as exc:
         await runner.cleanup()

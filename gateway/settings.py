@@ -95,6 +95,8 @@ class HttpSettings:
     keepalive_timeout_s: float = 75.0
     max_connections: int = 1024
     trusted_proxies: tuple[Network, ...] = ()
+    # Callbacks on the lean HTTP/1.1 protocol (gateway.callback_protocol); false: aiohttp only.
+    fast_path: bool = True
 
 
 @dataclass(frozen=True)
@@ -216,6 +218,7 @@ def _build(raw: dict[str, Any], env: Mapping[str, str]) -> Settings:
             http_raw.get("max_connections", 1024), "http.max_connections"
         ),
         trusted_proxies=_networks(http_raw.get("trusted_proxies", []), "http.trusted_proxies"),
+        fast_path=_bool(http_raw.get("fast_path", True), "http.fast_path"),
     )
     amqp_urls = _urls(env.get("GATEWAY_AMQP_URL"), amqp_raw.get("url", AmqpSettings.url))
     publisher = _str(amqp_raw.get("publisher", "fast"), "amqp.publisher")
@@ -502,6 +505,12 @@ def _table(raw: dict[str, Any], name: str) -> dict[str, Any]:
 def _str(value: Any, where: str) -> str:
     if not isinstance(value, str) or not value:
         raise ConfigError(f"{where} must be a non-empty string")
+    return value
+
+
+def _bool(value: Any, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{where} must be true or false, not {value!r}")
     return value
 
 

@@ -14,12 +14,13 @@ import aio_pika
 import asyncpg
 import pytest
 from aio_pika.abc import AbstractChannel, AbstractRobustConnection
-from aiohttp.test_utils import TestClient
+from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.web_runner import BaseRunner
 
 from consumers.state import StateStore, open_store
 from gateway.app import PUBLISHER, create_app
 from gateway.auth import hash_token
-from gateway.dispatch import install as install_lean_dispatch
+from gateway.runner import GatewayRunner
 from gateway.settings import AmqpSettings, HttpSettings, Settings, Source, TokenDigest
 from tests.broker import AMQP_URL, POSTGRES_URL, delete_everything, unique_prefix
 from tests.tcp_proxy import TcpProxy
@@ -159,6 +160,14 @@ class Ingress:
 IngressFactory = Callable[..., Awaitable[Ingress]]
 
 
+class GatewayTestServer(TestServer):
+    """aiohttp's test server on ``serve``'s runner: the fast callback path, the lean
+    dispatch and the connection guard, as in production."""
+
+    async def _make_runner(self, **kwargs: object) -> BaseRunner:
+        return GatewayRunner(self.app, **kwargs)  # type: ignore[arg-type]
+
+
 @pytest.fixture
 async def make_ingress(
     aiohttp_client: Callable[..., Awaitable[TestClient]],  # type: ignore[type-arg]
@@ -168,9 +177,7 @@ async def make_ingress(
     async def factory(**amqp_overrides: object) -> Ingress:
         settings = make_settings(prefix, **amqp_overrides)
         app = create_app(settings)
-        client = await aiohttp_client(app)
-        assert client.server.runner is not None
-        install_lean_dispatch(client.server.runner)  # as ``serve`` does
+        client = await aiohttp_client(GatewayTestServer(app))  # serve's fast path and guard
         publisher = app[PUBLISHER]
         await asyncio.wait_for(publisher.wait_ready(), 15)  # type: ignore[attr-defined]
         channel = await amqp.channel()

@@ -62,6 +62,7 @@ ROOT = HERE.parents[1]
 CALLBACK_PATH = "/callbacks/camara"
 TARGETS = (
     "gateway",
+    "gateway-aiohttp",
     "gateway-standard",
     "gateway-jwt",
     "gateway-workers-2",
@@ -79,6 +80,7 @@ TARGETS = (
 SECTION_TARGETS = {
     "ingress": (
         "gateway",
+        "gateway-aiohttp",
         "gateway-standard",
         "gateway-jwt",
         "gateway-workers-2",
@@ -88,7 +90,7 @@ SECTION_TARGETS = {
         "bare",
         "raw-publish",
     ),
-    "peers": ("gateway", "gateway-workers-2", "node-peer", "go-peer"),
+    "peers": ("gateway", "gateway-aiohttp", "gateway-workers-2", "node-peer", "go-peer"),
     "worker": ("raw-consume", "worker-sqlite", "worker-postgres"),
     "workers": ("raw-consume", "worker-sqlite", "worker-postgres"),
     "tools": ("dlq-replay",),
@@ -221,6 +223,13 @@ def bench_gateway(ctx: Context) -> Row:
     return _bench_serve(ctx, row, [])
 
 
+def bench_gateway_aiohttp(ctx: Context) -> Row:
+    """``[http] fast_path = false``: every request through aiohttp (the path before issue 13's
+    lean protocol), for the same-run comparison."""
+    row = Row("gateway-aiohttp", "serve, http.fast_path = false: aiohttp parses and answers")
+    return _bench_serve(ctx, row, [], fast_path=False)
+
+
 def bench_gateway_standard(ctx: Context) -> Row:
     """``event-gateway serve`` with ``[amqp] publisher = "standard"`` (plain aio-pika)."""
     row = Row("gateway-standard", "serve, publisher = standard: aio-pika publish + confirm")
@@ -247,6 +256,7 @@ def _bench_serve(
     path: str = CALLBACK_PATH,
     token: str | None = None,
     publisher: str = "fast",
+    fast_path: bool = True,
 ) -> Row:
     cli = Path(_python()).with_name("event-gateway")
     probe = subprocess.run(
@@ -261,7 +271,9 @@ def _bench_serve(
     row.notes.append(f"exchange {prefix}, queue_type {ctx.queue_type}, port {port}")
     with tempfile.TemporaryDirectory(prefix="bench-gateway-") as tmp:
         config = Path(tmp) / "gateway.toml"
-        config.write_text(gateway_config(ctx, prefix, port, Path(tmp), publisher), encoding="utf-8")
+        config.write_text(
+            gateway_config(ctx, prefix, port, Path(tmp), publisher, fast_path), encoding="utf-8"
+        )
         (Path(tmp) / "jwks.json").write_text(ctx.jwt.jwks, encoding="utf-8")
         argv = [str(cli), "serve", "--config", str(config), *extra]
         try:
@@ -291,13 +303,21 @@ def _bench_serve(
     return row
 
 
-def gateway_config(ctx: Context, prefix: str, port: int, tmp: Path, publisher: str = "fast") -> str:
+def gateway_config(
+    ctx: Context,
+    prefix: str,
+    port: int,
+    tmp: Path,
+    publisher: str = "fast",
+    fast_path: bool = True,
+) -> str:
     """The temporary TOML (contract §1) for one gateway run."""
     return "\n".join(
         [
             "[http]",
             'host = "127.0.0.1"',
             f"port = {port}",
+            f"fast_path = {'true' if fast_path else 'false'}",
             "",
             "[amqp]",
             f"url = {json.dumps(ctx.amqp_url)}",
@@ -572,6 +592,7 @@ def ingress_section(ctx: Context) -> list[Row]:
         ctx,
         [
             ("gateway", bench_gateway),
+            ("gateway-aiohttp", bench_gateway_aiohttp),
             ("gateway-standard", bench_gateway_standard),
             ("gateway-jwt", bench_gateway_jwt),
             ("gateway-workers-2", bench_gateway_workers),

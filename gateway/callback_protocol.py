@@ -1,0 +1,215 @@
+"""The lean HTTP/1.1 protocol of the callback hot path, with aiohttp behind it.
+
+aiohttp spends about 50 µs of CPU on each request here before a handler runs or after it
+returns (its parser's message and payload objects, the request and writer objects, the
+keep-alive machinery, the response's header handling): as much as a whole Node.js gateway
+spends on a callback. A callback is one small shape (``gateway.fast_http``), so each
+connection starts on ``CallbackProtocol``: it reads whole ``POST /callbacks/<name>`` requests
+itself, hands them to the same source handler inside the same problem+json guard, and writes
+the answer as one buffer. The first request of any other shape hands the connection to
+aiohttp (``ConnectionGuard.adopt``: a ``GuardedRequestHandler`` with the same timeouts,
+limits and counters) from that request's first byte, for the rest of the connection.
+
+Each connection handles one request at a time, in order (pipelined requests wait in the
+buffer; past ``PAUSE_READING_AT`` bytes the socket stops being read, and a client that does
+not read its answers stops being served until it does). The guard's timeouts hold here too,
+with one timer per connection that is only moved when a deadline comes earlier: a request
+line and headers within ``header_timeout_s``, the body within ``body_timeout_s``, the next
+request within ``keepalive_timeout_s``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from typing import cast
+
+from gateway.app import answer_problems
+from gateway.callback_request import CallbackHandler
+from gateway.connections import ConnectionGuard, Phase
+from gateway.fast_http import (
+    HANDOFF,
+    INCOMPLETE,
+    FastHead,
+    FastRequest,
+    encode_response,
+    parse_head,
+)
+
+# Bytes of pipelined requests held while one is answered before the socket stops being read.
+PAUSE_READING_AT = 2**16
+
+Routes = Mapping[bytes, tuple[str, CallbackHandler]]
+
+
+class CallbackProtocol(asyncio.Protocol):
+    """One client connection on the fast path (module docstring)."""
+
+    def __init__(self, guard: ConnectionGuard, routes: Routes) -> None:
+        self._guard = guard
+        self._routes = routes
+        self._loop = asyncio.get_running_loop()
+        self._transport: asyncio.Transport | None = None
+        self._remote: str | None = None
+        self._pending = b""  # received, not yet handled
+        self._head: FastHead | None = None  # parsed, waiting for its body
+        self.task: asyncio.Task[None] | None = None  # the request being answered
+        self._phase = Phase.HEADERS
+        self._deadline = 0.0
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
+        self._reading_paused = False
+        self._writing_paused = False
+        self._eof = False
+        self._closing = False
+
+    # asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        self._transport = transport
+        if not self._guard.admit(self):
+            transport.close()
+            return
+        peer = transport.get_extra_info("peername")
+        self._remote = str(peer[0]) if isinstance(peer, (list, tuple)) else None
+        self._guard.idle[self] = None
+        self._expect(Phase.HEADERS, self._guard.header_timeout_s)
+
+    def data_received(self, data: bytes) -> None:
+        pending = self._pending + data if self._pending else data
+        self._pending = pending
+        if self.task is not None or self._writing_paused:
+            if len(pending) > PAUSE_READING_AT and not self._reading_paused:
+                self._pause_reading()
+            return
+        self._next()
+
+    def eof_received(self) -> bool:
+        self._eof = True
+        return self.task is not None  # keep the socket open to write the answer in progress
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self._transport = None
+        self._cancel_timer()
+        self._guard.forget(self)
+
+    def pause_writing(self) -> None:
+        self._writing_paused = True
+
+    def resume_writing(self) -> None:
+        self._writing_paused = False
+        if self.task is None and self._pending and self._transport is not None:
+            self._next()
+
+    # ConnectionGuard's view
+
+    def force_close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+
+    def close_when_idle(self) -> None:
+        """Shutting down: close now if no request is being answered, else after its answer."""
+        self._closing = True
+        if self.task is None:
+            self.force_close()
+
+    # requests
+
+    def _next(self) -> None:
+        """Handle the request at the start of the buffer, if it is whole."""
+        pending = self._pending
+        head = self._head
+        if head is None:
+            parsed = parse_head(pending, self._routes)
+            if parsed is INCOMPLETE:
+                if self._phase is Phase.IDLE and pending:  # the first bytes of a request
+                    self._expect(Phase.HEADERS, self._guard.header_timeout_s)
+                return
+            if parsed is HANDOFF:
+                self._handoff()
+                return
+            assert isinstance(parsed, FastHead)
+            head = parsed
+        if len(pending) < head.body_end:
+            if self._head is None:
+                self._head = head
+                self._expect(Phase.BODY, self._guard.body_timeout_s)
+            return
+        self._head = None
+        body = pending[head.body_start : head.body_end]
+        self._pending = pending[head.body_end :]
+        self._phase = Phase.BUSY
+        self._guard.idle.pop(self, None)
+        self.task = self._loop.create_task(
+            self._answer(head, FastRequest(head, body, self._remote))
+        )
+
+    async def _answer(self, head: FastHead, request: FastRequest) -> None:
+        response = await answer_problems(request, head.handler)
+        keep_alive = head.keep_alive and response.keep_alive is not False and not self._closing
+        transport = self._transport
+        self.task = None
+        if transport is None or transport.is_closing():
+            return  # the client is gone; what was accepted is published all the same
+        transport.write(encode_response(response, keep_alive))
+        if not keep_alive or self._eof:
+            transport.close()
+            return
+        self._guard.idle[self] = None
+        self._expect(Phase.IDLE, self._guard.keepalive_timeout_s)
+        if self._reading_paused:
+            self._reading_paused = False
+            transport.resume_reading()
+        if self._pending and not self._writing_paused:
+            self._next()
+
+    def _handoff(self) -> None:
+        """Give the connection, from the request at the start of the buffer, to aiohttp."""
+        transport = self._transport
+        assert transport is not None
+        self._transport = None
+        self._cancel_timer()
+        handler = self._guard.adopt(self)
+        transport.set_protocol(handler)
+        handler.connection_made(transport)
+        pending, self._pending = self._pending, b""
+        if self._reading_paused:
+            transport.resume_reading()
+        if pending:
+            handler.data_received(pending)
+        if self._eof:
+            handler.eof_received()
+
+    def _pause_reading(self) -> None:
+        if self._transport is not None:
+            self._reading_paused = True
+            self._transport.pause_reading()
+
+    # timeouts: one timer, moved only when a deadline comes earlier than it
+
+    def _expect(self, phase: Phase, within_s: float) -> None:
+        self._phase = phase
+        deadline = self._deadline = self._loop.time() + within_s
+        if self._timer is None or deadline < self._timer_at:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer_at = deadline
+            self._timer = self._loop.call_at(deadline, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        if self._phase is Phase.BUSY or self._transport is None:
+            return
+        if self._loop.time() < self._deadline:
+            self._timer_at = self._deadline
+            self._timer = self._loop.call_at(self._deadline, self._on_timer)
+            return
+        if self._phase is not Phase.IDLE:
+            self._guard.timed_out(self._phase)
+        self._transport.close()
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
