@@ -10,6 +10,8 @@ of a few hundred bytes. ``parse_head`` recognises exactly that shape and nothing
 * exactly one ``Content-Length`` of at most ``FAST_BODY_MAX`` bytes; no
   ``Transfer-Encoding``, ``Expect`` or ``Upgrade``; ``Connection`` at most ``keep-alive`` or
   ``close``;
+* a ``Host``, and no second ``Host``, ``Content-Type`` or other header aiohttp allows once
+  (its ``SINGLETON_HEADERS``: it answers 400 to either);
 * the request line and headers fit in ``FAST_HEAD_MAX`` bytes.
 
 Anything else is ``HANDOFF``: the connection goes to aiohttp, from the first byte of that
@@ -28,6 +30,7 @@ from http import HTTPStatus
 from typing import Final
 
 from aiohttp import web
+from aiohttp.http_parser import SINGLETON_HEADERS
 from multidict import CIMultiDict, CIMultiDictProxy, MultiDict, MultiDictProxy, MultiMapping
 
 from gateway.callback_request import CallbackHandler
@@ -44,6 +47,7 @@ SERVER_HEADER: Final = b"Server: event-gateway\r\n"
 # starting with whitespace (obsolete folding) makes the request aiohttp's.
 _HEADER_BLOCK = re.compile(rb"(?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[\t\x20-\x7e\x80-\xff]*\r\n)*")
 _CONNECTION_OPTIONS: Final = frozenset({b"keep-alive", b"close"})
+_SINGLETONS: Final = frozenset(name.encode() for name in SINGLETON_HEADERS)
 _EMPTY_QUERY: Final[MultiDictProxy[str]] = MultiDictProxy(MultiDict())
 
 
@@ -93,6 +97,7 @@ def parse_head(
     pairs: list[tuple[str, str]] = []
     length = -1
     keep_alive = True
+    singletons: set[bytes] = set()
     for raw in bytes(buffer[block_start:head_end]).split(b"\r\n") if head_end > line_end else ():
         name, _, value = raw.partition(b":")
         value = value.strip(b" \t")
@@ -108,8 +113,12 @@ def parse_head(
             keep_alive = b"close" not in options
         elif lowered in (b"transfer-encoding", b"expect", b"upgrade"):
             return HANDOFF
+        elif lowered in _SINGLETONS:
+            if lowered in singletons:
+                return HANDOFF
+            singletons.add(lowered)
         pairs.append((name.decode("ascii"), value.decode("utf-8", "surrogateescape")))
-    if length < 0 or length > FAST_BODY_MAX:
+    if length < 0 or length > FAST_BODY_MAX or b"host" not in singletons:
         return HANDOFF
     body_start = head_end + 4
     path, handler = route
