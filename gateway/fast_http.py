@@ -8,8 +8,8 @@ of a few hundred bytes. ``parse_head`` recognises exactly that shape and nothing
 * every header line is ``token ":" value`` with visible ASCII, space, tab or bytes >= 0x80 in
   the value (no bare CR or LF, no NUL, no obsolete line folding);
 * exactly one ``Content-Length`` of at most ``FAST_BODY_MAX`` bytes; no
-  ``Transfer-Encoding``, ``Expect`` or ``Upgrade``; ``Connection`` at most ``keep-alive`` or
-  ``close``;
+  ``Transfer-Encoding``, ``Content-Encoding``, ``Expect`` or ``Upgrade``; ``Connection`` at
+  most ``keep-alive`` or ``close``;
 * a ``Host``, and no second ``Host``, ``Content-Type`` or other header aiohttp allows once
   (its ``SINGLETON_HEADERS``: it answers 400 to either);
 * the request line and headers fit in ``FAST_HEAD_MAX`` bytes.
@@ -48,6 +48,11 @@ SERVER_HEADER: Final = b"Server: event-gateway\r\n"
 _HEADER_BLOCK = re.compile(rb"(?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[\t\x20-\x7e\x80-\xff]*\r\n)*")
 _CONNECTION_OPTIONS: Final = frozenset({b"keep-alive", b"close"})
 _SINGLETONS: Final = frozenset(name.encode() for name in SINGLETON_HEADERS)
+# Headers that change how aiohttp reads the body or answers (chunked framing, decompression,
+# ``100 Continue``, protocol switch): such a request is aiohttp's.
+_AIOHTTP_HEADERS: Final = frozenset(
+    {b"transfer-encoding", b"content-encoding", b"expect", b"upgrade"}
+)
 _EMPTY_QUERY: Final[MultiDictProxy[str]] = MultiDictProxy(MultiDict())
 
 
@@ -111,7 +116,7 @@ def parse_head(
             if not options <= _CONNECTION_OPTIONS:
                 return HANDOFF
             keep_alive = b"close" not in options
-        elif lowered in (b"transfer-encoding", b"expect", b"upgrade"):
+        elif lowered in _AIOHTTP_HEADERS:
             return HANDOFF
         elif lowered in _SINGLETONS:
             if lowered in singletons:

@@ -17,8 +17,10 @@ Stages (first rule that matches the innermost-first stack wins):
 - ``handler glue``: the rest of ``gateway/callbacks.py`` and ``gateway/app.py``
 - ``routing + middleware``: ``aiohttp/web_app.py``, ``web_urldispatcher.py``,
   ``web_middlewares.py``, ``web_request.py``
-- ``HTTP parse``: ``aiohttp/http_parser.py``, ``web_protocol.py`` reading (``data_received``)
-- ``HTTP response``: ``aiohttp/http_writer.py``, ``web_response.py``, ``web_protocol.py``
+- ``HTTP parse``: ``aiohttp/http_parser.py``, ``web_protocol.py`` reading (``data_received``);
+  on the fast path ``parse_head``, ``FastRequest`` and ``CallbackProtocol`` reading
+- ``HTTP response``: ``aiohttp/http_writer.py``, ``web_response.py``, ``web_protocol.py``; on
+  the fast path ``encode_response`` and the write in ``CallbackProtocol._answer``
 - ``event loop + socket I/O``: what is left (uvloop's C code shows as its runner's frame).
 
 Usage: ``python stages.py FOLDED CPU_US`` prints the table; ``run.py --profile`` appends it.
@@ -62,10 +64,28 @@ RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
             "yarl/",
         ),
     ),
-    ("HTTP parse", ("aiohttp/http_parser.py", "aiohttp/streams.py", "data_received")),
+    (
+        "HTTP parse",
+        (
+            "aiohttp/http_parser.py",
+            "aiohttp/streams.py",
+            "data_received",
+            "parse_head (",
+            "FastRequest.",
+            "CallbackProtocol._next (",
+        ),
+    ),
     (
         "HTTP response",
-        ("aiohttp/http_writer.py", "aiohttp/web_response.py", "aiohttp/web_protocol"),
+        (
+            "aiohttp/http_writer.py",
+            "aiohttp/web_response.py",
+            "aiohttp/web_protocol",
+            "encode_response (",
+            "http_date (",
+            # its own time is writing the answer (uvloop's send shows in the caller's frame)
+            "CallbackProtocol._answer (",
+        ),
     ),
 )
 OTHER = "event loop + socket I/O"
