@@ -103,11 +103,18 @@ async def answer_problems(
     middleware's body, also called by the lean dispatch and the fast path)."""
     try:
         return await handler(request)  # type: ignore[arg-type]
-    except web.HTTPException as exc:
+    except Exception as exc:
+        return problem_for(exc, request.path)
+
+
+def problem_for(exc: Exception, path: str) -> web.StreamResponse:
+    """The problem+json answer to a handler's exception: its HTTP error (404, 405 with
+    ``Allow``…), or a 500 for a bug, logged with its traceback. A non-error
+    ``HTTPException`` (a redirect) is raised again. Call it inside the ``except``."""
+    if isinstance(exc, web.HTTPException):
         if exc.status < 400:
-            raise
+            raise exc
         headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
         return problem_response(exc.status, exc.reason, headers=headers)
-    except Exception:
-        log.exception("unhandled error", path=request.path)
-        return problem_response(500, "internal error; the request was not accepted")
+    log.exception("unhandled error", path=path)
+    return problem_response(500, "internal error; the request was not accepted")
