@@ -134,6 +134,9 @@ class CallbackProtocol(asyncio.Protocol):
         if len(pending) < head.body_end:
             if self._head is None:
                 self._head = head
+                # A request in progress (as aiohttp's handler counts it once its head is
+                # whole): not the longest-idle connection the cap may close.
+                self._guard.idle.pop(self, None)
                 self._expect(Phase.BODY, self._guard.body_timeout_s)
             return
         self._head = None
