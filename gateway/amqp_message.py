@@ -16,7 +16,7 @@ from datetime import datetime
 import orjson
 from aio_pika import DeliveryMode, Message
 
-from gateway.amqp_wire import Outgoing, string_table, table_key
+from gateway.amqp_wire import Outgoing, attribute_table, table_key
 from gateway.cloudevent import HEADER_ATTRIBUTES, TRACE_ATTRIBUTES, CloudEvent
 
 CONTENT_TYPE = "application/cloudevents+json"
@@ -71,9 +71,6 @@ def to_outgoing(exchange: str, event: CloudEvent) -> Outgoing:
     """The event's message as the ingress publishes it (``gateway.amqp_wire`` encodes it):
     the same properties and headers as ``to_message``."""
     event_type = str(event["type"])
-    headers = string_table(
-        (key, str(event[name])) for name, key in _HEADER_KEYS if event.get(name) is not None
-    )
     return Outgoing(
         exchange,
         event_type,
@@ -81,7 +78,7 @@ def to_outgoing(exchange: str, event: CloudEvent) -> Outgoing:
         CONTENT_TYPE,
         amqp_message_id(str(event["id"])),
         event_type,
-        headers,
+        attribute_table(event, _HEADER_KEYS),
     )
 
 

@@ -10,7 +10,7 @@ change. ``tests/test_amqp_wire.py`` decodes the result with pamqp and compares.
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import NamedTuple
 
 _FRAME_METHOD = 1
@@ -32,6 +32,9 @@ _CONTENT_TYPE = 1 << 15
 _HEADERS = 1 << 13
 _FLAGS = _CONTENT_TYPE | 1 << 12 | 1 << 7 | 1 << 6 | 1 << 5 | 1 << 3
 # delivery-mode, message-id, timestamp, type, app-id
+# Content header bytes besides the strings and the table: class, weight, body size and
+# property flags (14), delivery mode (1), timestamp (8).
+_HEADER_FIXED = 14 + 1 + 8
 
 
 def shortstr(value: str) -> bytes:
@@ -53,6 +56,20 @@ def string_table(entries: Iterable[tuple[bytes, str]]) -> bytes:
     for key, value in entries:
         data = value.encode()
         parts += (key, _u32(len(data)), data)
+    encoded = b"".join(parts)
+    return _u32(len(encoded)) + encoded
+
+
+def attribute_table(attributes: Mapping[str, object], keys: Iterable[tuple[str, bytes]]) -> bytes:
+    """``string_table`` of the attributes named by ``keys`` (name, ``table_key``) that are
+    present and not None, each value as its ``str``: the hot path's headers, without a
+    generator of pairs in between."""
+    parts: list[bytes] = []
+    for name, key in keys:
+        value = attributes.get(name)
+        if value is not None:
+            data = (value if type(value) is str else str(value)).encode()
+            parts += (key, _u32(len(data)), data)
     encoded = b"".join(parts)
     return _u32(len(encoded)) + encoded
 
@@ -81,9 +98,13 @@ class PublishEncoder:
         self._app_id = shortstr(app_id)
         self._methods: dict[tuple[str, str], bytes] = {}
         self._content_types: dict[str, bytes] = {}
+        self._message_types: dict[str, bytes] = {}
 
     def encode(self, message: Outgoing, timestamp: int) -> bytes:
-        """Every frame of one publish; ``timestamp`` in seconds since the epoch."""
+        """Every frame of one publish; ``timestamp`` in seconds since the epoch.
+
+        One ``join`` of every part (the content header's size is added up from its parts),
+        so neither the header nor a single body frame is copied on its own first."""
         exchange, routing_key, body, content_type, message_id, message_type, headers = message
         method = self._methods.get((exchange, routing_key))
         if method is None:
@@ -91,28 +112,46 @@ class PublishEncoder:
         encoded_type = self._content_types.get(content_type)
         if encoded_type is None:
             encoded_type = self._content_types[content_type] = shortstr(content_type)
+        encoded_id = shortstr(message_id)
+        encoded_message_type = self._message_types.get(message_type)
+        if encoded_message_type is None:
+            encoded_message_type = self._message_type(message_type)
         flags = _FLAGS | _HEADERS if headers else _FLAGS
-        header = b"".join(
-            (
-                _header_start(_BASIC, 0, len(body), flags),
-                encoded_type,
-                headers,
-                self._delivery_mode,
-                shortstr(message_id),
-                _u64(timestamp),
-                shortstr(message_type),
-                self._app_id,
-            )
+        header_size = (
+            _HEADER_FIXED
+            + len(encoded_type)
+            + len(headers)
+            + len(encoded_id)
+            + len(encoded_message_type)
+            + len(self._app_id)
         )
-        return b"".join(
-            (
-                method,
-                _frame_start(_FRAME_HEADER, self._channel, len(header)),
-                header,
-                _FRAME_END,
-                self._body_frames(body),
-            )
-        )
+        channel = self._channel
+        parts = [
+            method,
+            _frame_start(_FRAME_HEADER, channel, header_size),
+            _header_start(_BASIC, 0, len(body), flags),
+            encoded_type,
+            headers,
+            self._delivery_mode,
+            encoded_id,
+            _u64(timestamp),
+            encoded_message_type,
+            self._app_id,
+            _FRAME_END,
+        ]
+        if 0 < len(body) <= self._chunk:
+            parts += (_frame_start(_FRAME_BODY, channel, len(body)), body, _FRAME_END)
+        elif body:
+            parts.append(self._body_frames(body))
+        return b"".join(parts)
+
+    def _message_type(self, message_type: str) -> bytes:
+        """``message_type`` as a short string, kept for the next message of that type (the
+        gateway's are event types: a bounded set in practice)."""
+        encoded = shortstr(message_type)
+        if len(self._message_types) < _MAX_CACHED_METHODS:
+            self._message_types[message_type] = encoded
+        return encoded
 
     def _method_frame(self, exchange: str, routing_key: str) -> bytes:
         """``basic.publish`` (mandatory and immediate off), kept for the next message to the
