@@ -232,6 +232,23 @@ def test_method_frame_cache_reuses_bytes_and_stays_bounded() -> None:
     assert decode(encoder.encode(message("ex", "rk"), 3)).method.routing_key == "rk"
 
 
+def test_message_type_short_strings_are_cached_within_a_bound() -> None:
+    """The type property's encoding is kept per type, at most ``_MAX_CACHED_METHODS`` of them;
+    past the bound a type is still encoded right, just not kept."""
+    encoder = PublishEncoder(1, 4096, delivery_mode=2, app_id="a")
+    for i in range(_MAX_CACHED_METHODS + 20):
+        decoded = decode(encoder.encode(message(message_type=f"type.{i}"), i))
+        assert decoded.header.properties.message_type == f"type.{i}"
+        assert len(encoder._message_types) <= _MAX_CACHED_METHODS
+    assert f"type.{_MAX_CACHED_METHODS + 19}" not in encoder._message_types
+    assert (
+        decode(encoder.encode(message(message_type="type.0"), 0)).header.properties.message_type
+        == "type.0"
+    )
+    with pytest.raises(ValueError, match="short string"):
+        encoder.encode(message(message_type="t" * 256), 0)
+
+
 EVENT = {
     "id": "abc",
     "source": "urn:x",
