@@ -162,6 +162,10 @@ class BufferedBytesLogger:
     def msg(self, message: bytes) -> None:
         self._write(message + b"\n")
 
+    def write_line(self, line: bytes) -> None:
+        """Write ``line``, which already ends in a newline (``orjson.OPT_APPEND_NEWLINE``)."""
+        self._write(line)
+
     log = debug = info = warn = warning = msg
     fatal = failure = err = error = critical = exception = msg
 
@@ -203,7 +207,12 @@ def configure_logging(log_format: str = "json", level: int = logging.INFO) -> No
     global _event_lines  # one configuration per process
     _event_lines = None
     if log_format != "console" and level <= logging.INFO:
-        _event_lines = (shared.msg, structlog.get_config()["processors"], renderer, logger_factory)
+        _event_lines = (
+            shared.write_line,
+            structlog.get_config()["processors"],
+            renderer,
+            logger_factory,
+        )
     # Libraries (aiohttp, aio-pika, aiormq, asyncio) log through stdlib logging: their
     # warnings and errors become lines of the same pipeline, never raw text on stderr.
     root = logging.getLogger()
@@ -217,7 +226,8 @@ def configure_logging(log_format: str = "json", level: int = logging.INFO) -> No
     threading.excepthook = _log_uncaught_in_thread
 
 
-# (write, processors, renderer, logger factory) of the JSON chain configure_logging set up.
+# (write a whole line, processors, renderer, logger factory) of the JSON chain
+# configure_logging set up.
 _event_lines: tuple[Callable[[bytes], None], list[Any], Any, Any] | None = None
 
 
@@ -257,7 +267,7 @@ def log_events(message: str, source: str, events: Iterable[Mapping[str, Any]]) -
             "level": "info",
             "timestamp": timestamp,
         }
-        write(orjson.dumps(line))
+        write(orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE))
 
 
 def _masked(value: Any) -> Any:
