@@ -161,7 +161,9 @@ class CallbackProtocol(asyncio.Protocol):
             return
         self._guard.idle[self] = None
         self._expect(Phase.IDLE, self._guard.keepalive_timeout_s)
-        if self._reading_paused:
+        if self._reading_paused and len(self._pending) <= PAUSE_READING_AT:
+            # Only once what is held has been answered down: resuming after every answer
+            # let each one add a whole read (256 KiB) to the buffer, without bound.
             self._reading_paused = False
             transport.resume_reading()
         if self._pending and not self._writing_paused:
