@@ -22,6 +22,8 @@ from gateway.rate_limit import TokenBucket
 from gateway.settings import Source
 from gateway.type_patterns import SourceTypes
 
+MAX_REMEMBERED_TYPES = 1024  # allowed event types kept per source (forbidden_type)
+
 
 class SourceAccess:
     """The checks of one source (module docstring), built once from its settings."""
@@ -52,6 +54,7 @@ class SourceAccess:
             None if source.rate_limit is None else TokenBucket(source.rate_limit, clock())
         )
         self._types = SourceTypes(source.adapter, source.types)
+        self._allowed_types: set[str] = set()
 
     def admits(self, peer: str | None, forwarded_for: Iterable[str]) -> bool:
         """False when ``allow_from`` excludes the client (403)."""
@@ -75,10 +78,19 @@ class SourceAccess:
         return self._bucket.take(self._clock())
 
     def forbidden_type(self, events: Iterable[CloudEvent]) -> str | None:
-        """The first event type the source may not send, or None when it may send them all."""
+        """The first event type the source may not send, or None when it may send them all.
+
+        The types found allowed are remembered (a set lookup instead of the patterns' regular
+        expression on every event), at most ``MAX_REMEMBERED_TYPES`` of them: a source sends
+        a handful of types, and a sender inventing new ones only fills the set once."""
+        remembered = self._allowed_types
         allows = self._types.allows
         for event in events:
             event_type = event["type"]
+            if event_type in remembered:
+                continue
             if not allows(event_type):
                 return str(event_type)
+            if len(remembered) < MAX_REMEMBERED_TYPES:
+                remembered.add(event_type)
         return None
