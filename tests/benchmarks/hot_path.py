@@ -15,7 +15,8 @@ wrk's headers (``post.lua``). Stages, each timed in a loop of its own:
 - ``metrics``: ``IngressMetrics.observe`` and the confirmed count;
 - ``publish + confirm``: ``Publisher.publish_events`` on a real ``ConfirmStream`` whose socket
   is a fake that acknowledges every write with one ``multiple`` ``basic.ack``, read by the
-  real ``AckReader`` (``--concurrency`` requests in flight, on the event loop ``serve``
+  real ``AckReader``, the confirm futures made by aiormq's own ``FutureStore`` as its
+  channel makes them (``--concurrency`` requests in flight, on the event loop ``serve``
   uses): the asyncio work of a publish and its confirm, frame encoding included;
 - ``handler``: the whole ``POST`` handler (``CallbackHandlers.post_to``) with a publisher that
   only encodes the frames: every stage above but the publish, plus the glue between them.
@@ -46,6 +47,7 @@ from typing import Any, TypeVar, cast
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import payload
+from aiormq.base import FutureStore
 from multidict import CIMultiDict, CIMultiDictProxy, MultiDict, MultiDictProxy
 
 from gateway import logs
@@ -245,9 +247,13 @@ class _Channel:
     def __init__(self) -> None:
         self.delivery_tag = 0
         self.confirmations: dict[int, asyncio.Future[Any]] = {}
+        # aiormq's own future bookkeeping: the channel's store, a child of the connection's
+        # (each adds a done callback to every future, to drop it again, and fails them all
+        # when the channel closes).
+        self._futures = FutureStore(asyncio.get_running_loop()).get_child()
 
     def create_future(self) -> asyncio.Future[Any]:
-        return asyncio.get_running_loop().create_future()
+        return self._futures.create_future()
 
     def _confirm_delivery(self, tag: int, frame: Any) -> None:  # aiormq's, for an ack
         confirmation = self.confirmations.pop(tag, None)
