@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import socket
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import orjson
 import pytest
@@ -21,7 +23,8 @@ from gateway.connections import ConnectionGuard
 from gateway.runner import GatewayServer
 from tests.broker import AMQP_URL, drain
 from tests.conftest import TOKENS, GatewayTestServer, make_settings
-from tests.tcp_proxy import TcpProxy
+from tests.hostile import LEGIT_TOKEN, Serve, write_config
+from tests.tcp_proxy import TcpProxy, free_port
 
 TOKEN = TOKENS["camara"].encode()
 READ_MAX = 2**18  # the most an asyncio (or uvloop) transport reads at once
@@ -608,3 +611,72 @@ async def test_a_client_that_never_reads_its_answers_stops_being_read(
     await sending
     assert set(statuses) == {204}
     assert len(await capture.ids(total, timeout=30.0)) == total
+
+
+def _unread_server_sockets(port: int) -> tuple[int, int]:
+    """(established connections to ``port``, bytes they hold that the server has not read),
+    from /proc/net/tcp."""
+    connections = unread = 0
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local, state, queues = fields[1], fields[3], fields[4]
+        if int(local.split(":")[1], 16) == port and state == "01":
+            connections += 1
+            unread += int(queues.split(":")[1], 16)
+    return connections, unread
+
+
+@pytest.mark.slow
+async def test_sigterm_answers_every_request_in_flight_before_exit(
+    tmp_path: Path,
+    prefix: str,
+    proxy: TcpProxy,
+    amqp: AbstractRobustConnection,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A real ``serve``: 20 fast-path requests read and waiting on a stalled broker, SIGTERM,
+    the broker back: every request is answered 204, the process exits 0, all 20 events are in
+    the queue."""
+    monkeypatch.setenv("GATEWAY_AMQP_URL", proxy.url_for(AMQP_URL))
+    port = free_port()
+    config = write_config(tmp_path / "gateway.toml", prefix, port, amqp={"publish_timeout_s": 20})
+    serve = Serve.start(config, port, tmp_path)
+    try:
+        await serve.wait_ready()
+        channel = await amqp.channel()
+        queue = await channel.declare_queue(f"{prefix}.capture", durable=False)
+        await queue.bind(prefix, routing_key="#")
+        ids = [uuid.uuid4().hex for _ in range(20)]
+        connections = [await asyncio.open_connection("127.0.0.1", port) for _ in ids]
+        proxy.stall()
+        for (_, writer), event_id in zip(connections, ids, strict=True):
+            body = event(event_id)
+            writer.write(
+                b"POST /callbacks/legit HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer %s\r\n"
+                b"Content-Type: application/cloudevents+json\r\nContent-Length: %d\r\n\r\n%s"
+                % (LEGIT_TOKEN.encode(), len(body), body)
+            )
+        await _until(lambda: _unread_server_sockets(port) == (len(ids), 0))
+        serve.process.send_signal(signal.SIGTERM)
+
+        async def listening() -> bool:
+            try:
+                _, probe = await asyncio.open_connection("127.0.0.1", port)
+            except OSError:
+                return False
+            probe.close()
+            return True
+
+        async with asyncio.timeout(10):
+            while await listening():  # noqa: ASYNC110 (the listener closes first, then the drain)
+                await asyncio.sleep(0.05)
+        assert serve.process.poll() is None  # still draining: the requests wait on the broker
+        proxy.resume()
+        answers = [await read_answer(reader, 20.0) for reader, _ in connections]
+        assert [answer.status for answer in answers] == [204] * len(ids)
+        for _, writer in connections:
+            writer.close()
+        assert await asyncio.to_thread(serve.process.wait, 20) == 0
+        assert sorted(await Capture(channel, queue.name).ids(len(ids))) == sorted(ids)
+    finally:
+        serve.stop()
