@@ -331,15 +331,16 @@ async def _exchange(gateway: Gateway, data: bytes, tag: bytes) -> list[int]:
         writer.transport.abort()
 
 
-async def test_smuggling_shapes_are_answered_as_aiohttp_alone_answers_them(
-    start: Start, capture: Capture
-) -> None:
-    """Each odd request, then a fast one and a closing GET: the same statuses with the fast
-    path as without it, and the same requests published (by the label in their event id)."""
-    fast = await start(fast_path=True, header_timeout_s=1.0, body_timeout_s=1.0)
-    slow = await start(fast_path=False, header_timeout_s=1.0, body_timeout_s=1.0)
+async def _compare(
+    start: Start, capture: Capture, shapes: dict[str, bytes], **http: object
+) -> dict[tuple[int, str], list[str]]:
+    """Send each shape (then a fast request and a closing GET) to an ingress with the fast
+    path and one without: the statuses and the published events (by the label in their
+    event ids) must be the same. Returns what each published, by (shape index, f/s)."""
+    fast = await start(fast_path=True, header_timeout_s=1.0, body_timeout_s=1.0, **http)
+    slow = await start(fast_path=False, header_timeout_s=1.0, body_timeout_s=1.0, **http)
     differences: dict[str, object] = {}
-    for index, (name, data) in enumerate(SMUGGLING_SHAPES.items()):
+    for index, (name, data) in enumerate(shapes.items()):
         statuses = await asyncio.gather(
             _exchange(fast, data, b"%07df" % index), _exchange(slow, data, b"%07ds" % index)
         )
@@ -352,14 +353,42 @@ async def test_smuggling_shapes_are_answered_as_aiohttp_alone_answers_them(
     for event_id in ids:
         label, tag = event_id.rsplit("-", 1)
         published.setdefault((int(tag[:7]), tag[7]), []).append(label)
-    for index, name in enumerate(SMUGGLING_SHAPES):
+    for index, name in enumerate(shapes):
         fast_labels = sorted(published.get((index, "f"), []))
         slow_labels = sorted(published.get((index, "s"), []))
         if fast_labels != slow_labels:
             differences[name] = (fast_labels, slow_labels)
     assert differences == {}, "published events differ"
+    return published
+
+
+async def test_smuggling_shapes_are_answered_as_aiohttp_alone_answers_them(
+    start: Start, capture: Capture
+) -> None:
+    """Each odd request, then a fast one and a closing GET: the same statuses with the fast
+    path as without it, and the same requests published."""
+    published = await _compare(start, capture, SMUGGLING_SHAPES)
     big = list(SMUGGLING_SHAPES).index("20 KiB body")  # the tags do name what was published
     assert sorted(published[big, "f"]) == sorted(published[big, "s"]) == ["hostile", "smuggled"]
+
+
+BODY_LIMIT_SHAPES = {
+    "body at max_body_bytes": _shape(body=_labelled("hostile", 1024 - len(_labelled("x")) + 1)),
+    "body one over max_body_bytes": _shape(
+        body=_labelled("hostile", 1025 - len(_labelled("x")) + 1)
+    ),
+    "4 KiB body": _shape(body=_labelled("hostile", 4096)),
+    "20 KiB body": _shape(body=_labelled("hostile", 20 * 1024)),
+    "content-length 0": _shape(body=b""),
+}
+
+
+async def test_bodies_over_max_body_bytes_are_answered_as_aiohttp_alone_answers_them(
+    start: Start, capture: Capture
+) -> None:
+    """max_body_bytes = 1 KiB, below the fast path's 16 KiB: the same 413s (and the same
+    follow-up answers) with the fast path as without it."""
+    await _compare(start, capture, BODY_LIMIT_SHAPES, max_body_bytes=1024)
 
 
 async def _until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
@@ -680,3 +709,25 @@ async def test_sigterm_answers_every_request_in_flight_before_exit(
         assert sorted(await Capture(channel, queue.name).ids(len(ids))) == sorted(ids)
     finally:
         serve.stop()
+
+
+async def _statuses_after_eof(gateway: Gateway, data: bytes) -> list[int]:
+    """The statuses answered to ``data`` sent with the client's half-close right after it."""
+    reader, writer = await connect(gateway)
+    writer.write(data)
+    writer.write_eof()
+    return [answer.status for answer in await read_all(reader, 5.0)]
+
+
+async def test_a_half_close_after_a_request_still_gets_its_answer(
+    start: Start, capture: Capture
+) -> None:
+    """EOF right after a request: it is answered 204 and published, then the connection
+    closes; a second pipelined one is neither answered nor published; half a request is
+    dropped unanswered and unpublished. (aiohttp alone closes on the EOF without answering.)"""
+    gateway = await start()
+    first, second = uuid.uuid4().hex, uuid.uuid4().hex
+    assert await _statuses_after_eof(gateway, callback(event(first))) == [204]
+    assert await _statuses_after_eof(gateway, callback(event(second)) + callback()) == [204]
+    assert await _statuses_after_eof(gateway, callback()[:-3]) == []
+    assert sorted(await capture.ids(4, timeout=1.0)) == sorted([first, second])
