@@ -731,3 +731,40 @@ async def test_a_half_close_after_a_request_still_gets_its_answer(
     assert await _statuses_after_eof(gateway, callback(event(second)) + callback()) == [204]
     assert await _statuses_after_eof(gateway, callback()[:-3]) == []
     assert sorted(await capture.ids(4, timeout=1.0)) == sorted([first, second])
+
+
+@pytest.mark.slow
+async def test_a_real_serve_on_uvloop_hands_over_pipelined_requests(
+    tmp_path: Path, prefix: str
+) -> None:
+    """``serve`` (uvloop's transports): a request byte by byte, then fast, GET, chunked and
+    fast requests in one write, all answered in order on one connection."""
+    port = free_port()
+    serve = Serve.start(write_config(tmp_path / "gateway.toml", prefix, port), port, tmp_path)
+    try:
+        await serve.wait_ready()
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+
+        def legit(body: bytes, headers: bytes = b"") -> bytes:
+            length = b"" if headers else b"Content-Length: %d\r\n" % len(body)
+            return (
+                b"POST /callbacks/legit HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer %s\r\n"
+                b"Content-Type: application/cloudevents+json\r\n%s%s\r\n%s"
+                % (LEGIT_TOKEN.encode(), headers, length, body)
+            )
+
+        for byte in legit(event()):
+            writer.write(bytes([byte]))
+            await writer.drain()
+        assert (await read_answer(reader)).status == 204
+        writer.write(
+            legit(event())
+            + b"GET /healthz HTTP/1.1\r\nHost: gw\r\n\r\n"
+            + legit(_chunked(event()), b"Transfer-Encoding: chunked\r\n")
+            + legit(event())
+        )
+        answers = [await read_answer(reader) for _ in range(4)]
+        assert [answer.status for answer in answers] == [204, 200, 204, 204]
+        writer.close()
+    finally:
+        assert serve.stop() == 0
