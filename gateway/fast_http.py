@@ -12,7 +12,8 @@ of a few hundred bytes. ``parse_head`` recognises exactly that shape and nothing
   most ``keep-alive`` or ``close``;
 * a ``Host``, and no second ``Host``, ``Content-Type`` or other header aiohttp allows once
   (its ``SINGLETON_HEADERS``: it answers 400 to either);
-* the request line and headers fit in ``FAST_HEAD_MAX`` bytes.
+* the request line and headers fit in ``FAST_HEAD_MAX`` bytes, in at most
+  ``FAST_HEADERS_MAX`` header lines.
 
 Anything else is ``HANDOFF``: the connection goes to aiohttp, from the first byte of that
 request, and aiohttp answers it exactly as it did before the fast path existed (its 400,
@@ -40,6 +41,9 @@ from gateway.no_content import NoContent, http_date
 # own limits (431, 413). A callback is ~1 KB; the fast path holds at most this per connection.
 FAST_HEAD_MAX: Final = 8192
 FAST_BODY_MAX: Final = 16384
+# aiohttp answers 400 to more than 128 header lines (its C parser; its Python one to more
+# than 126); a callback has about ten. More than this is aiohttp's to answer.
+FAST_HEADERS_MAX: Final = 100
 SERVER_HEADER: Final = b"Server: event-gateway\r\n"
 
 # A header line: token name, colon, value of visible ASCII / SP / HTAB / obs-text. The whole
@@ -97,6 +101,8 @@ def parse_head(
         return HANDOFF
     block_start = line_end + 2
     block_end = head_end + 2
+    if buffer.count(b"\r\n", block_start, block_end) > FAST_HEADERS_MAX:
+        return HANDOFF
     if _HEADER_BLOCK.fullmatch(buffer, block_start, block_end) is None:
         return HANDOFF
     pairs: list[tuple[str, str]] = []

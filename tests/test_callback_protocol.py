@@ -316,6 +316,20 @@ SMUGGLING_SHAPES: dict[str, bytes] = {
     "unknown source": _shape(line=b"POST /callbacks/nobody HTTP/1.1"),
     "utf-8 in a value": _shape(headers="X-Name: é\r\n".encode()),
     "latin-1 byte in a value": _shape(headers=b"X-Name: \xe9\r\n"),
+    "1,500 headers": _shape(headers=b"a:1\r\n" * 1500),
+    "128 headers": _shape(headers=b"a:1\r\n" * (128 - 4)),  # with Host, Authorization,
+    "129 headers": _shape(headers=b"a:1\r\n" * (129 - 4)),  # Content-Type, -Length
+    "two authorizations": _shape(headers=b"Authorization: Bearer wrong\r\n"),
+    "content-length with a tab after": _shape(
+        length=b"Content-Length: %d\t\r\n" % len(HOSTILE_BODY), body=HOSTILE_BODY
+    ),
+    "connection keep-alive, twice": _shape(
+        headers=b"Connection: keep-alive\r\nConnection: keep-alive\r\n"
+    ),
+    "content-encoding gzip": _shape(headers=b"Content-Encoding: gzip\r\n"),
+    "content-encoding identity": _shape(headers=b"Content-Encoding: identity\r\n"),
+    "no host": _shape().replace(b"Host: gw\r\n", b""),
+    "empty host": _shape().replace(b"Host: gw\r\n", b"Host:\r\n"),
 }
 FOLLOW_UP = b"GET /healthz HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n"
 

@@ -24,6 +24,7 @@ from gateway.callback_request import CallbackRequest
 from gateway.fast_http import (
     FAST_BODY_MAX,
     FAST_HEAD_MAX,
+    FAST_HEADERS_MAX,
     HANDOFF,
     INCOMPLETE,
     FastHead,
@@ -170,6 +171,18 @@ def test_head_limit_is_fast_head_max_including_the_blank_line() -> None:
     unfinished = over[: FAST_HEAD_MAX - 1]
     assert parse_head(unfinished, ROUTES) is INCOMPLETE
     assert parse_head(over[:FAST_HEAD_MAX], ROUTES) is HANDOFF
+
+
+def test_header_count_limit_is_fast_headers_max() -> None:
+    """FAST_HEADERS_MAX header lines are fast; one more is aiohttp's (it allows 128, then
+    answers 400)."""
+    filler = FAST_HEADERS_MAX - 2  # with Host and Content-Length
+    assert isinstance(
+        parse_head(request(headers=b"Host: gw\r\n" + b"a:1\r\n" * filler), ROUTES), FastHead
+    )
+    over = request(headers=b"Host: gw\r\n" + b"a:1\r\n" * (filler + 1))
+    assert parse_head(over, ROUTES) is HANDOFF
+    assert FAST_HEADERS_MAX < 126
 
 
 def test_body_limit_is_fast_body_max() -> None:
