@@ -782,3 +782,31 @@ async def test_a_real_serve_on_uvloop_hands_over_pipelined_requests(
         writer.close()
     finally:
         assert serve.stop() == 0
+
+
+ANSWERED_SHAPES: dict[str, bytes] = {
+    "accepted": callback(),
+    "wrong token": callback(token=b"wrong"),
+    "no token": callback().replace(b"Authorization: Bearer %s\r\n" % TOKEN, b""),
+    "not JSON": callback(b"{nope"),
+    "no id": callback(b'{"specversion":"1.0","source":"s","type":"t"}'),
+    "wrong content type": callback().replace(b"application/cloudevents+json", b"text/plain"),
+    "open source": callback(source=b"open"),
+    "closing": callback(extra=b"Connection: close\r\n"),
+    "closing, wrong token": callback(token=b"wrong", extra=b"Connection: close\r\n"),
+}
+
+
+@pytest.mark.parametrize("data", ANSWERED_SHAPES.values(), ids=ANSWERED_SHAPES.keys())
+async def test_fast_answers_are_aiohttps_answers(start: Start, data: bytes) -> None:
+    """Status, headers (but Date) and body of each answer are the same as aiohttp's."""
+    answers = []
+    for fast_path in (True, False):
+        gateway = await start(fast_path=fast_path)
+        reader, writer = await connect(gateway)
+        writer.write(data)
+        answer = await read_answer(reader)
+        answer.headers.pop("date")
+        answers.append(answer)
+        writer.close()
+    assert answers[0] == answers[1]
