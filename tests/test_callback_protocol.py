@@ -810,3 +810,22 @@ async def test_fast_answers_are_aiohttps_answers(start: Start, data: bytes) -> N
         answers.append(answer)
         writer.close()
     assert answers[0] == answers[1]
+
+
+async def test_with_every_fast_connection_busy_a_new_one_is_refused(
+    start: Start, capture: Capture, proxy: TcpProxy
+) -> None:
+    """max_connections=2, both answering (the broker stalled): a third is closed unanswered
+    and counted as refused; the two busy ones still get their 204 once the broker is back."""
+    gateway = await start(max_connections=2, amqp={"url": proxy.url_for(AMQP_URL)})
+    proxy.stall()
+    busy = [await connect(gateway) for _ in range(2)]
+    for _, writer in busy:
+        writer.write(callback())
+    await _until(lambda: [c.task is not None for c in gateway.fast_connections()] == [True, True])
+    reader, _ = await connect(gateway)
+    assert await _closed_after(reader, 5.0) < 5.0
+    assert gateway.guard.refused == 1
+    proxy.resume()
+    assert [(await read_answer(r)).status for r, _ in busy] == [204, 204]
+    assert len(await capture.ids(2)) == 2
