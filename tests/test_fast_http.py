@@ -5,6 +5,7 @@ parsers read from the same bytes."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 
 import pytest
 from aiohttp import web
@@ -20,7 +21,9 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from multidict import CIMultiDictProxy
 
+from gateway.callback_protocol import CallbackProtocol
 from gateway.callback_request import CallbackRequest
+from gateway.connections import ConnectionGuard
 from gateway.fast_http import (
     FAST_BODY_MAX,
     FAST_HEAD_MAX,
@@ -314,6 +317,8 @@ def _requests(draw: st.DrawFn) -> bytes:
         (draw(_NAMES) + draw(_SEPARATORS) + draw(_VALUES)).encode("utf-8", "surrogatepass")
         for _ in range(draw(st.integers(0, 6)))
     ]
+    if draw(st.integers(0, 19)) == 0:  # around aiohttp's limit of 128 header lines
+        lines += [b"a: 1"] * draw(st.integers(90, 130))
     if draw(st.integers(0, 9)) > 0:
         lines.insert(draw(st.integers(0, len(lines))), b"Host: gw")
     length_at = draw(st.integers(0, len(lines)))
@@ -389,3 +394,82 @@ def test_the_singletons_are_aiohttps() -> None:
     for name in SINGLETON_HEADERS:
         twice = request(headers=b"%s: a\r\n%s: b\r\n" % (name.encode(), name.upper().encode()))
         assert parse_head(twice, ROUTES) is HANDOFF, name
+
+
+# The protocol over a recording transport: any split of pipelined requests, same answers.
+
+
+class _Transport(asyncio.Transport):
+    """Records what the protocol writes; reading can be paused."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.written = bytearray()
+        self.closed = False
+        self.reading = True
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.written += data
+
+    def close(self) -> None:
+        self.closed = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def pause_reading(self) -> None:
+        self.reading = False
+
+    def resume_reading(self) -> None:
+        self.reading = True
+
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        return ("127.0.0.1", 40000) if name == "peername" else default
+
+
+async def _feed(chunks: list[bytes]) -> tuple[bytes, list[bytes]]:
+    """Feed ``chunks`` to a CallbackProtocol whose handler records bodies; what it wrote."""
+    seen: list[bytes] = []
+
+    async def handler(request: CallbackRequest) -> web.StreamResponse:
+        seen.append(await request.read())
+        await asyncio.sleep(0)  # answer on a later turn of the loop, as a publish does
+        return NoContent()
+
+    guard = ConnectionGuard(
+        web.Server(_handler),
+        cap=10,
+        header_timeout_s=60,
+        body_timeout_s=60,
+        keepalive_timeout_s=60,
+    )
+    protocol = CallbackProtocol(guard, {b"/callbacks/camara": ("/callbacks/camara", handler)})
+    transport = _Transport()
+    protocol.connection_made(transport)
+    for chunk in chunks:
+        protocol.data_received(chunk)
+        for _ in range(3):  # a few turns of the loop between arrivals, as on a socket
+            await asyncio.sleep(0)
+    while protocol.task is not None:
+        await protocol.task
+    protocol.connection_lost(None)
+    return bytes(transport.written), seen
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    bodies=st.lists(st.binary(max_size=40), min_size=1, max_size=6),
+    cuts=st.lists(st.integers(0, 2000), max_size=12),
+)
+def test_any_split_of_pipelined_requests_gets_one_answer_each_in_order(
+    bodies: list[bytes], cuts: list[int]
+) -> None:
+    """The bytes of several requests cut anywhere: each body is handled once, in order, and
+    the answers are one 204 per request."""
+    data = b"".join(request(body=body) for body in bodies)
+    points = sorted({0, len(data), *(cut for cut in cuts if cut < len(data))})
+    chunks = [data[a:b] for a, b in itertools.pairwise(points)]
+    written, seen = asyncio.run(_feed(chunks))
+    assert seen == bodies
+    assert written.count(b"HTTP/1.1 ") == len(bodies)
+    assert written.count(b"HTTP/1.1 204 No Content\r\n") == len(bodies)
