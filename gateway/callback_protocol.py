@@ -24,7 +24,7 @@ import asyncio
 from collections.abc import Mapping
 from typing import cast
 
-from gateway.app import answer_problems
+from gateway.app import problem_for
 from gateway.callback_request import CallbackHandler
 from gateway.connections import ConnectionGuard, Phase
 from gateway.fast_http import (
@@ -149,7 +149,10 @@ class CallbackProtocol(asyncio.Protocol):
         )
 
     async def _answer(self, head: FastHead, request: FastRequest) -> None:
-        response = await answer_problems(request, head.handler)
+        try:
+            response = await head.handler(request)
+        except Exception as exc:  # the problem+json guard of aiohttp's path (gateway.app)
+            response = problem_for(exc, head.path)
         keep_alive = head.keep_alive and response.keep_alive is not False and not self._closing
         transport = self._transport
         self.task = None
