@@ -7,8 +7,9 @@ channel that does nothing else, so it takes the short way: encode the frames
 (``gateway.amqp_wire``), take the next delivery tag and register the confirm future in the
 channel exactly as ``basic_publish`` does, and write the bytes to the connection's stream in
 the same synchronous step, so frames reach the socket in delivery-tag order. aiormq still owns
-everything else: the handshake, reading frames, resolving confirms (and failing them when the
-channel or connection closes), heartbeats and the rest of the protocol.
+everything else: the handshake, reading frames, resolving confirms, failing its futures when
+the channel or connection closes (one of them fails the stream's pending confirms), heartbeats
+and the rest of the protocol.
 
 The stream comes from ``StreamTracker``, an aiormq ``TransportFactory`` (a public extension
 point) that remembers the stream of the newest connection it opened. It also puts a
@@ -113,6 +114,12 @@ class ConfirmStream:
         acks = ACK_READERS.get(writer)
         if acks is not None:  # this channel's confirms are resolved as they arrive
             acks.register(channel)
+        # The one future registered with the channel's future store: closing the channel or
+        # its connection fails it, and it fails every confirm still pending. The confirms are
+        # plain futures: a store-made one costs two store entries and three done callbacks
+        # (each a loop callback when it resolves), about 4 µs a message.
+        self._closed = channel.create_future()
+        self._closed.add_done_callback(self._fail_pending)
 
     @property
     def usable(self) -> bool:
@@ -176,8 +183,8 @@ class ConfirmStream:
         frames = self._encoder.encode(message, timestamp)
         channel = self.channel
         channel.delivery_tag += 1
-        # Registered with the channel, so closing it fails the future instead of leaving it.
-        confirmation = channel.create_future()
+        # Closing the channel fails it (``_fail_pending``) instead of leaving it.
+        confirmation: asyncio.Future[Any] = self._loop.create_future()
         channel.confirmations[channel.delivery_tag] = confirmation
         self._unanswered += 1
         confirmation.add_done_callback(self._answered)
@@ -190,6 +197,17 @@ class ConfirmStream:
                 min(self._timeout_s, SWEEP_INTERVAL_S), self._sweep
             )
         return confirmation
+
+    def _fail_pending(self, closed: asyncio.Future[Any]) -> None:
+        """The channel closed: its pending confirms fail with the reason, as aiormq fails the
+        futures of its store (retrieved here, so one nobody awaits any more is not logged)."""
+        reason = (closed.exception() if not closed.cancelled() else None) or ConnectionError(
+            "the channel is closed"
+        )
+        for confirmation in list(self.channel.confirmations.values()):
+            if isinstance(confirmation, asyncio.Future) and not confirmation.done():
+                confirmation.set_exception(reason)
+                confirmation.exception()
 
     def _answered(self, _: asyncio.Future[Any]) -> None:
         self._unanswered -= 1

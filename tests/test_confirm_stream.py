@@ -13,6 +13,7 @@ import aio_pika
 import pytest
 from aio_pika.abc import AbstractChannel, AbstractRobustConnection
 from aiormq.channel import Channel
+from aiormq.exceptions import AMQPError
 
 from gateway.amqp_wire import Outgoing, string_table, table_key
 from gateway.app import PUBLISHER
@@ -194,6 +195,29 @@ async def test_requests_wait_their_turn_while_the_broker_has_not_answered(
         assert setup.stream.writable(1)
     finally:
         proxy.resume()
+        await setup.connection.close()
+
+
+async def test_pending_confirms_fail_when_the_connection_is_lost(
+    prefix: str, proxy: TcpProxy
+) -> None:
+    """Confirms still pending when the connection drops fail at once with the broker error
+    (the stream's one store-registered future), long before their deadline."""
+    setup = await _publishing(prefix, proxy.url_for(AMQP_URL), timeout_s=30.0)
+    try:
+        proxy.stall()  # nothing comes back: the confirms stay pending
+        confirms = [setup.stream.publish(setup.message(), TIMESTAMP) for _ in range(3)]
+        await asyncio.sleep(0)  # let the frames be written
+        assert not any(confirm.done() for confirm in confirms)
+        started = asyncio.get_running_loop().time()
+        await proxy.cut()
+        for confirm in confirms:
+            with pytest.raises((AMQPError, ConnectionError)):  # what publisher reads as 503
+                await asyncio.wait_for(confirm, 5)
+        assert asyncio.get_running_loop().time() - started < 5.0
+    finally:
+        proxy.resume()
+        await proxy.restore()
         await setup.connection.close()
 
 

@@ -82,17 +82,19 @@ async def test_a_fast_path_error_at_run_time_falls_back_instead_of_a_500(
     make_ingress: IngressFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """An aiormq internal that stops working under a running ingress (here the channel's
-    ``create_future``) gives 204 through the standard path, counted in the metric; ready."""
+    ``confirmations``, where each publish registers its confirm) gives 204 through the
+    standard path, counted in the metric; ready."""
     ingress = await make_ingress()
     publisher = _publisher(ingress)
     await _post_and_expect(ingress, "before-1")
     stream = publisher._stream
     assert stream is not None
 
-    def broken(*_: Any, **__: Any) -> Any:
-        raise RuntimeError("simulated aiormq change")
+    class Broken(dict[int, Any]):
+        def __setitem__(self, key: int, value: Any) -> None:
+            raise RuntimeError("simulated aiormq change")
 
-    monkeypatch.setattr(stream.channel, "create_future", broken)
+    monkeypatch.setattr(stream.channel, "confirmations", Broken())
     await _post_and_expect(ingress, "during-1", "after-1", "after-2")
     assert publisher.publisher == "standard"
     assert _fallbacks(ingress) == 1
