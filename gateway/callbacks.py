@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from functools import partial
 from typing import Protocol
 
 from aiohttp import web
@@ -100,12 +101,9 @@ class CallbackHandlers:
         return await self._post(request, self._sources.get(request.match_info["source"]))
 
     def post_to(self, source: Source) -> CallbackHandler:
-        """The handler of one source's own path (a plain route: no pattern to match)."""
-
-        async def post(request: CallbackRequest) -> web.StreamResponse:
-            return await self._post(request, source)
-
-        return post
+        """The handler of one source's own path (a plain route: no pattern to match); a
+        partial, not a wrapping coroutine: one frame less on every resumption."""
+        return partial(self._post, source=source)
 
     async def _post(self, request: CallbackRequest, source: Source | None) -> web.StreamResponse:
         started = time.perf_counter()
