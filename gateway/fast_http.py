@@ -121,7 +121,7 @@ def parse_head(
             options = {option.strip(b" \t").lower() for option in value.split(b",")}
             if not options <= _CONNECTION_OPTIONS:
                 return HANDOFF
-            keep_alive = b"close" not in options
+            keep_alive = keep_alive and b"close" not in options  # a close in any of them
         elif lowered in _AIOHTTP_HEADERS:
             return HANDOFF
         elif lowered in _SINGLETONS:

@@ -110,6 +110,25 @@ def test_connection_keep_alive_or_close(connection: bytes, keep_alive: bool) -> 
     assert head.keep_alive is keep_alive
 
 
+@pytest.mark.parametrize(
+    "values",
+    [
+        (b"close", b"keep-alive"),
+        (b"keep-alive", b"close"),
+        (b"keep-alive", b"keep-alive"),
+        (b"close", b"keep-alive", b"keep-alive"),
+    ],
+)
+def test_several_connection_headers_close_if_any_says_close(values: tuple[bytes, ...]) -> None:
+    """As aiohttp's parsers read them: one ``close`` among the Connection headers closes."""
+    connection = b"".join(b"Connection: %s\r\n" % value for value in values)
+    data = request(headers=b"Host: gw\r\n" + connection)
+    read = _aiohttp_reads(HttpRequestParserC, data)
+    assert not isinstance(read, Exception)
+    assert fast(data).keep_alive is (not read[0].should_close)
+    assert fast(data).keep_alive is (b"close" not in values)
+
+
 def test_values_are_trimmed_and_may_be_empty_or_carry_utf8() -> None:
     """Optional whitespace around a value goes, as aiohttp drops it; UTF-8 is decoded."""
     head = fast(request(headers="Host:gw\r\nX-Empty:\r\nX-Name: \t é \t\r\n".encode()))
