@@ -28,6 +28,7 @@ from gateway.app import problem_for
 from gateway.callback_request import CallbackHandler
 from gateway.connections import ConnectionGuard, Phase
 from gateway.fast_http import (
+    FAST_HEAD_MAX,
     HANDOFF,
     INCOMPLETE,
     FastHead,
@@ -37,7 +38,7 @@ from gateway.fast_http import (
 )
 
 # Bytes of pipelined requests held while one is answered before the socket stops being read.
-PAUSE_READING_AT = 2**16
+PAUSE_READING_AT = 2**15
 
 Routes = Mapping[bytes, tuple[str, CallbackHandler]]
 
@@ -51,7 +52,8 @@ class CallbackProtocol(asyncio.Protocol):
         self._loop = asyncio.get_running_loop()
         self._transport: asyncio.Transport | None = None
         self._remote: str | None = None
-        self._pending = b""  # received, not yet handled
+        self._pending = bytearray()  # received, not yet handled
+        self._scanned = 0  # bytes of it searched for the end of a head, in vain
         self._head: FastHead | None = None  # parsed, waiting for its body
         self.task: asyncio.Task[None] | None = None  # the request being answered
         self._phase = Phase.HEADERS
@@ -77,8 +79,8 @@ class CallbackProtocol(asyncio.Protocol):
         self._expect(Phase.HEADERS, self._guard.header_timeout_s)
 
     def data_received(self, data: bytes) -> None:
-        pending = self._pending + data if self._pending else data
-        self._pending = pending
+        pending = self._pending
+        pending += data  # amortised: a body dripping in is not copied again per read
         if self.task is not None or self._writing_paused:
             if len(pending) > PAUSE_READING_AT and not self._reading_paused:
                 self._pause_reading()
@@ -121,7 +123,13 @@ class CallbackProtocol(asyncio.Protocol):
         pending = self._pending
         head = self._head
         if head is None:
-            parsed = parse_head(pending, self._routes)
+            # Only the new bytes are searched for the end of the head (a head dripping in
+            # byte by byte is not scanned again from the start for each byte).
+            if pending.find(b"\r\n\r\n", max(0, self._scanned - 3)) < 0:
+                self._scanned = len(pending)
+                parsed: object = INCOMPLETE if len(pending) < FAST_HEAD_MAX else HANDOFF
+            else:
+                parsed = parse_head(pending, self._routes)
             if parsed is INCOMPLETE:
                 if self._phase is Phase.IDLE and pending:  # the first bytes of a request
                     self._expect(Phase.HEADERS, self._guard.header_timeout_s)
@@ -140,8 +148,9 @@ class CallbackProtocol(asyncio.Protocol):
                 self._expect(Phase.BODY, self._guard.body_timeout_s)
             return
         self._head = None
-        body = pending[head.body_start : head.body_end]
-        self._pending = pending[head.body_end :]
+        self._scanned = 0
+        body = bytes(pending[head.body_start : head.body_end])
+        del pending[: head.body_end]
         self._phase = Phase.BUSY
         self._guard.idle.pop(self, None)
         self.task = self._loop.create_task(
@@ -178,10 +187,12 @@ class CallbackProtocol(asyncio.Protocol):
         assert transport is not None
         self._transport = None
         self._cancel_timer()
-        handler = self._guard.adopt(self)
+        # A head still arriving keeps what is left of its header timeout, not a new one.
+        left_s = self._deadline - self._loop.time() if self._phase is Phase.HEADERS else None
+        handler = self._guard.adopt(self, header_timeout_s=left_s)
         transport.set_protocol(handler)
         handler.connection_made(transport)
-        pending, self._pending = self._pending, b""
+        pending, self._pending = bytes(self._pending), bytearray()
         if self._reading_paused:
             transport.resume_reading()
         if pending:

@@ -145,11 +145,16 @@ class ConnectionGuard:
             read_bufsize=READ_BUFSIZE,
         )
 
-    def adopt(self, connection: GuardedConnection) -> GuardedRequestHandler:
+    def adopt(
+        self, connection: GuardedConnection, *, header_timeout_s: float | None = None
+    ) -> GuardedRequestHandler:
         """An aiohttp handler that takes over ``connection``'s socket (and its place under
-        the cap, without counting it twice)."""
+        the cap, without counting it twice); ``header_timeout_s``: what is left of the
+        header timeout of a request head still arriving."""
         handler = self()
         handler.adopted = True
+        if header_timeout_s is not None:
+            handler.first_header_timeout_s = max(0.0, header_timeout_s)
         self.open.discard(connection)
         self.idle.pop(connection, None)
         self.open.add(handler)
@@ -225,6 +230,7 @@ class GuardedRequestHandler(RequestHandler):
         # drains it after the answer, and its bytes are no request head.
         self._draining: Any = None
         self.adopted = False  # taken over from the fast path: already counted
+        self.first_header_timeout_s = guard.header_timeout_s
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -232,7 +238,7 @@ class GuardedRequestHandler(RequestHandler):
             self.force_close()
             return
         self._guard.idle[self] = None
-        self._arm(self._guard.header_timeout_s, Phase.HEADERS)
+        self._arm(self.first_header_timeout_s, Phase.HEADERS)
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self._disarm()

@@ -62,7 +62,10 @@ class GatewayServer(web.Server):
             if isinstance(connection, CallbackProtocol) and connection.task is not None
         ]
         if answering:
+            started = self._loop.time()
             await asyncio.wait(answering, timeout=timeout)
+            if timeout is not None:  # one shutdown timeout for both kinds, not one each
+                timeout = max(0.0, timeout - (self._loop.time() - started))
         await super().shutdown(timeout)
 
 

@@ -556,6 +556,25 @@ async def test_half_a_head_is_closed_after_header_timeout(start: Start) -> None:
     assert gateway.guard.header_timeouts == 2
 
 
+async def test_a_slow_head_handed_to_aiohttp_keeps_what_is_left_of_its_timeout(
+    start: Start,
+) -> None:
+    """A head that grows past the fast path's 8 KiB after most of header_timeout_s is handed
+    to aiohttp with the rest of that timeout, not a fresh one (which would give a slow client
+    twice the time)."""
+    gateway = await start(header_timeout_s=1.0, body_timeout_s=5.0, keepalive_timeout_s=5.0)
+    loop = asyncio.get_running_loop()
+    reader, writer = await connect(gateway)
+    began = loop.time()
+    writer.write(b"POST /callbacks/camara HTTP/1.1\r\nHost: gw\r\n")
+    await asyncio.sleep(0.6)  # the slow client itself, not a synchronisation
+    writer.write(b"X-Pad: %s\r\n" % (b"p" * 1000) * 9)  # past 8 KiB: aiohttp's from here
+    await _until(lambda: gateway.kinds() != ["CallbackProtocol"])  # handed over (or closed)
+    await _closed_after(reader)
+    assert loop.time() - began < 1.45  # 1.0 s in all (a fresh timeout: 1.6 s)
+    assert gateway.guard.header_timeouts == 1
+
+
 async def test_a_head_without_its_body_is_closed_after_body_timeout(start: Start) -> None:
     """The head, then silence: closed after body_timeout_s, not header_timeout_s."""
     gateway = await start(header_timeout_s=0.3, body_timeout_s=1.5, keepalive_timeout_s=10.0)

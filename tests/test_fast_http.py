@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from typing import Any
 
 import pytest
 from aiohttp import web
@@ -21,6 +22,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from multidict import CIMultiDictProxy
 
+from gateway import callback_protocol
 from gateway.callback_protocol import CallbackProtocol
 from gateway.callback_request import CallbackRequest
 from gateway.connections import ConnectionGuard
@@ -492,3 +494,22 @@ def test_any_split_of_pipelined_requests_gets_one_answer_each_in_order(
     assert seen == bodies
     assert written.count(b"HTTP/1.1 ") == len(bodies)
     assert written.count(b"HTTP/1.1 204 No Content\r\n") == len(bodies)
+
+
+def test_a_head_dripping_in_byte_by_byte_is_parsed_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each byte of a slow head is searched once for the head's end, and ``parse_head`` runs
+    once the end is there: a head sent a byte at a time costs a read per byte, not a scan of
+    everything held per byte."""
+    calls: list[int] = []
+    real = callback_protocol.parse_head
+
+    def counting(buffer: bytes | bytearray, routes: Any) -> Any:
+        calls.append(len(buffer))
+        return real(buffer, routes)
+
+    monkeypatch.setattr(callback_protocol, "parse_head", counting)
+    data = request(headers=b"Host: gw\r\nX-Pad: " + b"p" * 4000 + b"\r\n", body=b"x" * 300)
+    written, seen = asyncio.run(_feed([data[i : i + 1] for i in range(len(data))]))
+    assert seen == [b"x" * 300]
+    assert written.count(b"HTTP/1.1 204 No Content\r\n") == 1
+    assert len(calls) == 1  # once, when the blank line arrived; not once per byte
