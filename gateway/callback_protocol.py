@@ -159,15 +159,24 @@ class CallbackProtocol(asyncio.Protocol):
 
     async def _answer(self, head: FastHead, request: FastRequest) -> None:
         try:
-            response = await head.handler(request)
-        except Exception as exc:  # the problem+json guard of aiohttp's path (gateway.app)
-            response = problem_for(exc, head.path)
-        keep_alive = head.keep_alive and response.keep_alive is not False and not self._closing
+            try:
+                response = await head.handler(request)
+            except Exception as exc:  # the problem+json guard of aiohttp's path (gateway.app)
+                response = problem_for(exc, head.path)
+            keep_alive = head.keep_alive and response.keep_alive is not False and not self._closing
+            answer = encode_response(response, keep_alive)
+        except BaseException:
+            # Cancelled at shutdown, or a bug past the guard (problem_for re-raising, an
+            # unencodable header): no answer comes, and no timer watches a busy connection,
+            # so close it rather than leave the client waiting. The error stays the task's.
+            self.task = None
+            self.force_close()
+            raise
         transport = self._transport
         self.task = None
         if transport is None or transport.is_closing():
             return  # the client is gone; what was accepted is published all the same
-        transport.write(encode_response(response, keep_alive))
+        transport.write(answer)
         if not keep_alive or self._eof:
             transport.close()
             return

@@ -56,14 +56,19 @@ class GatewayServer(web.Server):
                 connection.close_when_idle()
 
     async def shutdown(self, timeout: float | None = None) -> None:  # noqa: ASYNC109 (aiohttp's)
-        answering = [
-            connection.task
+        """Let the requests being answered finish within ``timeout``, then cancel the rest and
+        close their connections, as aiohttp's ``RequestHandler.shutdown`` does its own."""
+        answering = {
+            connection.task: connection
             for connection in self.guard.open
             if isinstance(connection, CallbackProtocol) and connection.task is not None
-        ]
+        }
         if answering:
             started = self._loop.time()
-            await asyncio.wait(answering, timeout=timeout)
+            _, late = await asyncio.wait(answering, timeout=timeout)
+            for task in late:
+                task.cancel()
+                answering[task].force_close()
             if timeout is not None:  # one shutdown timeout for both kinds, not one each
                 timeout = max(0.0, timeout - (self._loop.time() - started))
         await super().shutdown(timeout)
