@@ -27,7 +27,8 @@ log = get_logger("gateway.app")
 
 PUBLISHER = web.AppKey("publisher", EventPublisher)
 METRICS = web.AppKey("metrics", IngressMetrics)
-# ``/callbacks/<name>`` → that source's POST handler: the lean dispatch (``gateway.dispatch``).
+# ``/callbacks/<name>`` → that source's POST handler: the fast path's routes
+# (``gateway.runner``) and aiohttp's lean dispatch (``gateway.dispatch``).
 CALLBACK_ROUTES = web.AppKey("callback_routes", dict[str, CallbackHandler])
 
 
@@ -100,7 +101,8 @@ async def answer_problems(
     request: CallbackRequest, handler: CallbackHandler | Handler
 ) -> web.StreamResponse:
     """``handler(request)``, its HTTP errors and bugs answered as problem+json (the
-    middleware's body, also called by the lean dispatch and the fast path)."""
+    middleware's body, also called by the lean dispatch; the fast path calls ``problem_for``
+    in its own ``except``)."""
     try:
         return await handler(request)  # type: ignore[arg-type]
     except Exception as exc:

@@ -4,8 +4,12 @@ aiohttp closes an idle keep-alive connection (``keepalive_timeout``) but has no 
 long the request line and headers, or the body, may take, and no limit on open connections:
 1,100 idle sockets under a 1,024 file-descriptor limit made ``accept`` fail for everyone.
 
-``ConnectionGuard`` is the protocol factory of the listening socket. Each connection is a
-``GuardedRequestHandler`` (aiohttp's, plus three phases):
+``ConnectionGuard`` counts and times every client connection. The listening socket's
+protocol factory (``gateway.runner.GatewayServer``) starts each one on the fast callback path
+(``gateway.callback_protocol``, which keeps the same three timeouts itself and registers
+through ``admit``/``forget``) or, with no callback sources or ``[http] fast_path = false``, on
+a ``GuardedRequestHandler`` (aiohttp's, plus three phases); a fast connection handed to
+aiohttp becomes one (``adopt``), keeping its place under the cap:
 
 * waiting for a request (``IDLE``): aiohttp's keep-alive timer closes it;
 * receiving the request line and headers (``HEADERS``, also from the moment it is opened):

@@ -9,6 +9,11 @@ handler looks the raw request target up in a dict first and calls that source's 
 inside the same problem+json error guard; everything else (another method, a query string, an
 ``Expect`` header, a percent-encoded or unknown name, ``/healthz``, ``/metrics``…) goes through
 the application exactly as before, so routing answers (404, 405 with ``Allow``) do not change.
+
+With ``[http] fast_path`` on (the default), most callbacks never reach aiohttp
+(``gateway.callback_protocol``); this dispatch serves those that do: on a connection handed
+to aiohttp by an earlier request of another shape, or with ``fast_path = false``.
+``gateway.runner.GatewayRunner`` installs it.
 """
 
 from __future__ import annotations

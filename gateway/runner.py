@@ -3,11 +3,15 @@ the application, for ``serve`` and for the tests alike.
 
 ``GatewayRunner`` is an ``AppRunner`` whose server (``GatewayServer``) is the listening
 socket's protocol factory: each connection starts on ``gateway.callback_protocol`` when the
-app has callback sources, or on aiohttp's guarded handler otherwise, both counted and timed
-by one ``ConnectionGuard``. Requests that reach aiohttp still skip its router for a
-configured callback path (``gateway.dispatch``). Shutdown drains both kinds: idle
-connections close, requests being answered finish (within the runner's shutdown timeout),
-then the app's cleanup closes the publisher.
+app has callback sources and ``[http] fast_path`` is on, or on aiohttp's guarded handler
+otherwise, both counted and timed by one ``ConnectionGuard``. Requests that reach aiohttp
+still skip its router for a configured callback path (``gateway.dispatch``). Shutdown drains
+both kinds: idle connections close, requests being answered finish within the runner's
+shutdown timeout (the rest are cancelled and their connections closed), then the app's
+cleanup closes the publisher.
+
+Private aiohttp state used: ``Server._loop`` and ``Server._kwargs`` (to remake the server
+``AppRunner`` made); renamed, ``setup`` fails at start with an ``AttributeError``.
 """
 
 from __future__ import annotations
