@@ -21,6 +21,7 @@ from typing import Any
 from aio_pika import RobustConnection
 from aio_pika.abc import AbstractRobustConnection
 from aio_pika.exceptions import CONNECTION_EXCEPTIONS
+from aiormq.abc import AbstractConnection
 from aiormq.connection import TransportFactory
 from yarl import URL
 
@@ -122,20 +123,25 @@ def accepts_publishes(connection: AbstractRobustConnection) -> bool:
 
     aiormq tracks ``connection.blocked``/``unblocked`` but shows it only through
     ``Connection.ready()``, a coroutine that returns at once when the connection is up and not
-    blocked and waits otherwise. This steps it once, without an event loop turn, and closes it:
-    finishing means ready. ``tests/test_broker_alarms.py`` checks it against a node under a
-    real memory or disk alarm.
+    blocked and waits otherwise. This reads the two events ``ready()`` waits on; should aiormq
+    rename them, it steps ``ready()`` once instead (``ready_now``).
+    ``tests/test_broker_alarms.py`` checks it against a node under a real memory or disk alarm.
     """
     transport = getattr(connection, "transport", None)
     if transport is None:
         return False
     amqp = transport.connection
     # The events ``ready()`` waits on, read directly (a coroutine per publish costs ~1 µs);
-    # should aiormq rename them, ``ready()`` itself is stepped as below.
+    # should aiormq rename them, ``ready()`` itself is stepped.
     unblocked = getattr(amqp, "_Connection__connection_unblocked", None)
     connected = getattr(amqp, "connected", None)
     if isinstance(unblocked, asyncio.Event) and isinstance(connected, asyncio.Event):
         return connected.is_set() and unblocked.is_set()
+    return ready_now(amqp)
+
+
+def ready_now(amqp: AbstractConnection) -> bool:
+    """Step aiormq's ``Connection.ready()`` once and close it: finishing means ready."""
     waiter = amqp.ready()
     try:
         waiter.send(None)

@@ -8,20 +8,13 @@ import asyncio
 
 import pytest
 
-from gateway.broker_connect import accepts_publishes, connect_robust
+from gateway.broker_connect import accepts_publishes, connect_robust, ready_now
 from tests.broker import AMQP_URL
 
 
 def _by_ready(connection: object) -> bool:
     """The fallback: step ``ready()`` once (finishing means ready)."""
-    waiter = connection.transport.connection.ready()  # type: ignore[attr-defined]
-    try:
-        waiter.send(None)
-    except StopIteration:
-        return True
-    finally:
-        waiter.close()
-    return False
+    return ready_now(connection.transport.connection)  # type: ignore[attr-defined]
 
 
 async def test_blocked_and_unblocked_read_from_the_events(monkeypatch: pytest.MonkeyPatch) -> None:
