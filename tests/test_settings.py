@@ -113,6 +113,7 @@ def test_secrets_are_not_in_repr(tmp_path: Path) -> None:
         ("[http\nport=1", "not valid TOML"),
         ("[http]\nport = 70000\n", "http.port"),
         ("[http]\nprot = 1\n", "unknown key 'prot'"),
+        ('[http]\nfast_path = "no"\n', "http.fast_path must be true or false"),
         ('[amqp]\nqueue_type = "stream"\n', "amqp.queue_type"),
         ('[amqp]\nurl = "http://x"\n', "amqp.url"),
         ("[amqp]\npublish_timeout_s = 0\n", "publish_timeout_s"),
@@ -149,6 +150,13 @@ def test_bad_config_is_one_clear_error(tmp_path: Path, text: str, message: str) 
     assert message in str(caught.value)
     assert str(path) in str(caught.value)
     assert "\n" not in str(caught.value)
+
+
+def test_fast_path_is_on_unless_turned_off(tmp_path: Path) -> None:
+    """``[http] fast_path`` defaults to true; ``false`` in the file turns it off."""
+    assert load_settings(write(tmp_path, "[http]\nport = 8080\n"), env={}).http.fast_path
+    off = load_settings(write(tmp_path, "[http]\nfast_path = false\n"), env={})
+    assert off.http.fast_path is False
 
 
 def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
