@@ -50,20 +50,10 @@ def table_key(name: str) -> bytes:
     return shortstr(name) + b"S"
 
 
-def string_table(entries: Iterable[tuple[bytes, str]]) -> bytes:
-    """A field table of string values; keys come pre-encoded by ``table_key``."""
-    parts: list[bytes] = []
-    for key, value in entries:
-        data = value.encode()
-        parts += (key, _u32(len(data)), data)
-    encoded = b"".join(parts)
-    return _u32(len(encoded)) + encoded
-
-
 def attribute_table(attributes: Mapping[str, object], keys: Iterable[tuple[str, bytes]]) -> bytes:
-    """``string_table`` of the attributes named by ``keys`` (name, ``table_key``) that are
-    present and not None, each value as its ``str``: the hot path's headers, without a
-    generator of pairs in between."""
+    """A field table of string values: the attributes named by ``keys`` (name, its key
+    pre-encoded by ``table_key``) that are present and not None, each value as its ``str``.
+    One loop over the keys, without a generator of pairs in between (the hot path's headers)."""
     parts: list[bytes] = []
     for name, key in keys:
         value = attributes.get(name)
@@ -83,7 +73,7 @@ class Outgoing(NamedTuple):
     content_type: str
     message_id: str
     message_type: str
-    headers: bytes = b""  # a ``string_table``, or empty for none
+    headers: bytes = b""  # an ``attribute_table``, or empty for none
 
 
 class PublishEncoder:

@@ -19,7 +19,7 @@ from gateway.amqp_wire import (
     _MAX_CACHED_METHODS,
     Outgoing,
     PublishEncoder,
-    string_table,
+    attribute_table,
     table_key,
 )
 
@@ -81,7 +81,7 @@ def table(headers: dict[str, str] | None) -> bytes:
     """``headers`` as the encoder takes them: a string table, or empty bytes for none."""
     if headers is None:
         return b""
-    return string_table((table_key(key), value) for key, value in headers.items())
+    return attribute_table(headers, [(key, table_key(key)) for key in headers])
 
 
 def message(exchange: str = "ex", routing_key: str = "rk", **fields: Any) -> Outgoing:

@@ -15,7 +15,7 @@ from aio_pika.abc import AbstractChannel, AbstractRobustConnection
 from aiormq.channel import Channel
 from aiormq.exceptions import AMQPError
 
-from gateway.amqp_wire import Outgoing, string_table, table_key
+from gateway.amqp_wire import Outgoing, attribute_table, table_key
 from gateway.app import PUBLISHER
 from gateway.broker_connect import connect_robust
 from gateway.confirm_stream import ConfirmStream, StreamTracker
@@ -40,7 +40,7 @@ class Publishing:
     queue: str
 
     def message(self, body: bytes = b"{}", **headers: str) -> Outgoing:
-        table = string_table((table_key(k), v) for k, v in headers.items()) if headers else b""
+        table = attribute_table(headers, [(k, table_key(k)) for k in headers]) if headers else b""
         identifier = f"m-{next(_ids)}"
         return Outgoing(self.exchange, "t.x", body, "application/json", identifier, "t.x", table)
 
