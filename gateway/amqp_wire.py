@@ -19,7 +19,9 @@ _FRAME_BODY = 3
 _FRAME_END = b"\xce"
 _BASIC = 60
 _PUBLISH = 40
-_MAX_CACHED_METHODS = 1024  # routing keys are event types: a bounded set in practice
+# Entries of each encoding cache (method frames by routing key, type properties by type):
+# routing keys and message types are event types, a bounded set in practice.
+_MAX_CACHED_ENCODINGS = 1024
 
 _frame_start = struct.Struct(">BHI").pack
 _header_start = struct.Struct(">HHQH").pack
@@ -139,7 +141,7 @@ class PublishEncoder:
         """``message_type`` as a short string, kept for the next message of that type (the
         gateway's are event types: a bounded set in practice)."""
         encoded = shortstr(message_type)
-        if len(self._message_types) < _MAX_CACHED_METHODS:
+        if len(self._message_types) < _MAX_CACHED_ENCODINGS:
             self._message_types[message_type] = encoded
         return encoded
 
@@ -150,7 +152,7 @@ class PublishEncoder:
             (struct.pack(">HHH", _BASIC, _PUBLISH, 0), shortstr(exchange), shortstr(routing_key))
         )
         frame = _frame_start(_FRAME_METHOD, self._channel, len(payload) + 1) + payload + b"\0\xce"
-        if len(self._methods) < _MAX_CACHED_METHODS:
+        if len(self._methods) < _MAX_CACHED_ENCODINGS:
             self._methods[(exchange, routing_key)] = frame
         return frame
 

@@ -16,7 +16,7 @@ from pamqp.header import ContentHeader
 
 from gateway.amqp_message import APP_ID, PERSISTENT, to_message, to_outgoing
 from gateway.amqp_wire import (
-    _MAX_CACHED_METHODS,
+    _MAX_CACHED_ENCODINGS,
     Outgoing,
     PublishEncoder,
     attribute_table,
@@ -221,26 +221,26 @@ def test_method_frame_cache_reuses_bytes_and_stays_bounded() -> None:
     assert first.startswith(cached)
     assert again.startswith(cached)
     assert encoder._methods[("ex", "rk")] is cached
-    for i in range(_MAX_CACHED_METHODS + 20):
+    for i in range(_MAX_CACHED_ENCODINGS + 20):
         routing_key = f"key.{i}"
         decoded = decode(encoder.encode(message("ex", routing_key, body=b"b"), i))
         assert (decoded.method.exchange, decoded.method.routing_key) == ("ex", routing_key)
         assert decoded.body == b"b"
-        assert len(encoder._methods) <= _MAX_CACHED_METHODS
-    assert len(encoder._methods) == _MAX_CACHED_METHODS
-    assert ("ex", f"key.{_MAX_CACHED_METHODS + 19}") not in encoder._methods
+        assert len(encoder._methods) <= _MAX_CACHED_ENCODINGS
+    assert len(encoder._methods) == _MAX_CACHED_ENCODINGS
+    assert ("ex", f"key.{_MAX_CACHED_ENCODINGS + 19}") not in encoder._methods
     assert decode(encoder.encode(message("ex", "rk"), 3)).method.routing_key == "rk"
 
 
 def test_message_type_short_strings_are_cached_within_a_bound() -> None:
-    """The type property's encoding is kept per type, at most ``_MAX_CACHED_METHODS`` of them;
+    """The type property's encoding is kept per type, at most ``_MAX_CACHED_ENCODINGS`` of them;
     past the bound a type is still encoded right, just not kept."""
     encoder = PublishEncoder(1, 4096, delivery_mode=2, app_id="a")
-    for i in range(_MAX_CACHED_METHODS + 20):
+    for i in range(_MAX_CACHED_ENCODINGS + 20):
         decoded = decode(encoder.encode(message(message_type=f"type.{i}"), i))
         assert decoded.header.properties.message_type == f"type.{i}"
-        assert len(encoder._message_types) <= _MAX_CACHED_METHODS
-    assert f"type.{_MAX_CACHED_METHODS + 19}" not in encoder._message_types
+        assert len(encoder._message_types) <= _MAX_CACHED_ENCODINGS
+    assert f"type.{_MAX_CACHED_ENCODINGS + 19}" not in encoder._message_types
     assert (
         decode(encoder.encode(message(message_type="type.0"), 0)).header.properties.message_type
         == "type.0"
