@@ -15,7 +15,9 @@ from pathlib import Path
 
 import orjson
 import pytest
+import uvloop
 from aio_pika.abc import AbstractChannel, AbstractRobustConnection
+from aiohttp import web
 
 from gateway.app import PUBLISHER, create_app
 from gateway.callback_protocol import PAUSE_READING_AT, CallbackProtocol
@@ -25,6 +27,7 @@ from tests.broker import AMQP_URL, drain
 from tests.conftest import TOKENS, GatewayTestServer, make_settings
 from tests.hostile import LEGIT_TOKEN, Serve, write_config
 from tests.tcp_proxy import TcpProxy, free_port
+from tests.test_runner import RecordingTransport
 
 TOKEN = TOKENS["camara"].encode()
 READ_MAX = 2**18  # the most an asyncio (or uvloop) transport reads at once
@@ -848,3 +851,43 @@ async def test_with_every_fast_connection_busy_a_new_one_is_refused(
     proxy.resume()
     assert [(await read_answer(r)).status for r, _ in busy] == [204, 204]
     assert len(await capture.ids(2)) == 2
+
+
+def test_timers_on_uvloop_do_not_spin_before_a_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On uvloop (whole-millisecond timers that can fire a fraction of one early) a header
+    timeout of 0.3333 s takes one timer call per connection, as on asyncio; re-arming for the
+    fraction spun the loop (about 500 calls per connection)."""
+    calls = 0
+    on_timer = CallbackProtocol._on_timer
+
+    def counting(protocol: CallbackProtocol) -> None:
+        nonlocal calls
+        calls += 1
+        on_timer(protocol)
+
+    monkeypatch.setattr(CallbackProtocol, "_on_timer", counting)
+
+    async def connections() -> None:
+        async def unused(request: web.BaseRequest) -> web.StreamResponse:
+            raise AssertionError("no request is sent")
+
+        guard = ConnectionGuard(
+            web.Server(unused),
+            cap=100,
+            header_timeout_s=0.3333,
+            body_timeout_s=1,
+            keepalive_timeout_s=1,
+        )
+        transports = []
+        for _ in range(20):
+            transport = RecordingTransport()
+            CallbackProtocol(guard, {}).connection_made(transport)
+            transports.append(transport)
+            await asyncio.sleep(0.0007)  # opened at different fractions of a millisecond
+        deadline = asyncio.get_running_loop().time() + 10
+        while not all(t.closed for t in transports):
+            assert asyncio.get_running_loop().time() < deadline
+            await asyncio.sleep(0.01)
+
+    uvloop.run(connections())
+    assert calls == 20

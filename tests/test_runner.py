@@ -15,7 +15,7 @@ from gateway.settings import HttpSettings
 REQUEST = b"POST /callbacks/camara HTTP/1.1\r\nHost: gw\r\nContent-Length: 2\r\n\r\n{}"
 
 
-class _Transport(asyncio.Transport):
+class RecordingTransport(asyncio.Transport):
     """Records what the protocol writes and whether it closed the connection."""
 
     def __init__(self) -> None:
@@ -40,12 +40,14 @@ async def _unused(request: web.BaseRequest) -> web.StreamResponse:
     raise AssertionError("aiohttp's handler is not reached by a fast request")
 
 
-def _connect(handler: CallbackHandler) -> tuple[GatewayServer, CallbackProtocol, _Transport]:
+def _connect(
+    handler: CallbackHandler,
+) -> tuple[GatewayServer, CallbackProtocol, RecordingTransport]:
     routes = {b"/callbacks/camara": ("/callbacks/camara", handler)}
     server = GatewayServer(web.Server(_unused), HttpSettings(), routes)
     protocol = server()
     assert isinstance(protocol, CallbackProtocol)
-    transport = _Transport()
+    transport = RecordingTransport()
     protocol.connection_made(transport)
     protocol.data_received(REQUEST)
     return server, protocol, transport
