@@ -15,8 +15,9 @@ wrk's headers (``post.lua``). Stages, each timed in a loop of its own:
 - ``metrics``: ``IngressMetrics.observe`` and the confirmed count;
 - ``publish + confirm``: ``Publisher.publish_events`` on a real ``ConfirmStream`` whose socket
   is a fake that acknowledges every write with one ``multiple`` ``basic.ack``, read by the
-  real ``AckReader``, the confirm futures made by aiormq's own ``FutureStore`` as its
-  channel makes them (``--concurrency`` requests in flight, on the event loop ``serve``
+  real ``AckReader``, the channel's futures (the stream's closing sentinel) made by aiormq's
+  own ``FutureStore`` as the real channel makes them, the confirms plain futures as the
+  stream makes them (``--concurrency`` requests in flight, on the event loop ``serve``
   uses): the asyncio work of a publish and its confirm, frame encoding included;
 - ``handler``: the whole ``POST`` handler (``CallbackHandlers.post_to``) with a publisher that
   only encodes the frames: every stage above but the publish, plus the glue between them.
@@ -274,23 +275,18 @@ class _Writer:
         self.transport = transport
 
 
-class _Waiter:
-    def send(self, _: None) -> None:
-        raise StopIteration
-
-    def close(self) -> None:
-        pass
-
-
 class _Connection:
-    """A connection that is up and not blocked (``broker_connect.accepts_publishes``)."""
+    """A connection that is up and not blocked (``broker_connect.accepts_publishes``): the
+    two aiormq events it reads, set (without them it measured its ``ready()`` fallback)."""
 
     def __init__(self) -> None:
         self.transport = self
         self.connection = self
-
-    def ready(self) -> _Waiter:
-        return _Waiter()
+        self.connected = asyncio.Event()
+        self.connected.set()
+        unblocked = asyncio.Event()
+        unblocked.set()
+        self._Connection__connection_unblocked = unblocked  # aiormq's private name
 
 
 class _Exchange:
