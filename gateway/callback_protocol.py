@@ -21,11 +21,9 @@ request within ``keepalive_timeout_s``.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
 from typing import cast
 
 from gateway.app import problem_for
-from gateway.callback_request import CallbackHandler
 from gateway.connections import ConnectionGuard, Phase
 from gateway.fast_http import (
     FAST_HEAD_MAX,
@@ -33,6 +31,7 @@ from gateway.fast_http import (
     INCOMPLETE,
     FastHead,
     FastRequest,
+    Routes,
     encode_response,
     parse_head,
 )
@@ -44,8 +43,6 @@ PAUSE_READING_AT = 2**15
 # ticked over (25,000 timer calls for 50 connections with a 0.3333 s timeout; asyncio: 50).
 # A deadline this close counts as reached.
 TIMER_SLACK_S = 0.001
-
-Routes = Mapping[bytes, tuple[str, CallbackHandler]]
 
 
 class CallbackProtocol(asyncio.Protocol):

@@ -59,6 +59,9 @@ _AIOHTTP_HEADERS: Final = frozenset(
 )
 _EMPTY_QUERY: Final[MultiDictProxy[str]] = MultiDictProxy(MultiDict())
 
+# The raw request target of each configured callback path → (that path, its handler).
+Routes = Mapping[bytes, tuple[str, CallbackHandler]]
+
 
 class Incomplete:
     """More bytes are needed before the head (or the body) is whole."""
@@ -84,9 +87,7 @@ class FastHead:
     keep_alive: bool
 
 
-def parse_head(
-    buffer: bytes | bytearray, routes: Mapping[bytes, tuple[str, CallbackHandler]]
-) -> FastHead | Incomplete | Handoff:
+def parse_head(buffer: bytes | bytearray, routes: Routes) -> FastHead | Incomplete | Handoff:
     """Recognise a fast-path request at the start of ``buffer`` (module docstring). A
     ``FastHead`` may be returned before its body is all in ``buffer`` (``body_end``)."""
     head_end = buffer.find(b"\r\n\r\n", 0, FAST_HEAD_MAX)

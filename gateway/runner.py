@@ -22,9 +22,10 @@ from typing import Any
 from aiohttp import web
 
 from gateway.app import CALLBACK_ROUTES
-from gateway.callback_protocol import CallbackProtocol, Routes
+from gateway.callback_protocol import CallbackProtocol
 from gateway.connections import HTTP_SETTINGS, ConnectionGuard, connection_cap
 from gateway.dispatch import lean_dispatch
+from gateway.fast_http import Routes
 from gateway.settings import HttpSettings
 
 
