@@ -66,6 +66,9 @@ class CallbackProtocol(asyncio.Protocol):
         self._writing_paused = False
         self._eof = False
         self._closing = False
+        # Made at shutdown for a request in progress: done once it is answered (or given up)
+        # or the connection is gone (``GatewayServer.shutdown`` waits for it).
+        self._drained: asyncio.Future[None] | None = None
 
     # asyncio.Protocol
 
@@ -97,6 +100,7 @@ class CallbackProtocol(asyncio.Protocol):
         self._transport = None
         self._cancel_timer()
         self._guard.forget(self)
+        self._settle()
 
     def pause_writing(self) -> None:
         self._writing_paused = True
@@ -112,11 +116,23 @@ class CallbackProtocol(asyncio.Protocol):
         if self._transport is not None:
             self._transport.close()
 
-    def close_when_idle(self) -> None:
-        """Shutting down: close now if no request is being answered, else after its answer."""
+    def close_when_idle(self) -> asyncio.Future[None] | None:
+        """Shutting down: close now if no request is in progress, else after its answer. A
+        request is in progress from its whole head on, as aiohttp counts it: one whose body
+        is still arriving is answered too. Returns, for such a request, a future done once
+        it is answered (or given up) or the connection is gone."""
         self._closing = True
-        if self.task is None:
+        if self.task is None and self._head is None:
             self.force_close()
+            return None
+        self._drained = self._loop.create_future()
+        if self.task is not None:
+            self.task.add_done_callback(self._settle)
+        return self._drained
+
+    def _settle(self, _: object = None) -> None:
+        if self._drained is not None and not self._drained.done():
+            self._drained.set_result(None)
 
     # requests
 
@@ -158,6 +174,8 @@ class CallbackProtocol(asyncio.Protocol):
         self.task = self._loop.create_task(
             self._answer(head, FastRequest(head, body, self._remote))
         )
+        if self._drained is not None:  # shutting down: its body came after close_when_idle
+            self.task.add_done_callback(self._settle)
 
     async def _answer(self, head: FastHead, request: FastRequest) -> None:
         try:

@@ -6,9 +6,9 @@ socket's protocol factory: each connection starts on ``gateway.callback_protocol
 app has callback sources and ``[http] fast_path`` is on, or on aiohttp's guarded handler
 otherwise, both counted and timed by one ``ConnectionGuard``. Requests that reach aiohttp
 still skip its router for a configured callback path (``gateway.dispatch``). Shutdown drains
-both kinds: idle connections close, requests being answered finish within the runner's
-shutdown timeout (the rest are cancelled and their connections closed), then the app's
-cleanup closes the publisher.
+both kinds: idle connections close, requests in progress (being answered, or their body
+arriving) finish within the runner's shutdown timeout (the rest are cancelled and their
+connections closed), then the app's cleanup closes the publisher.
 
 Private aiohttp state used: ``Server._loop`` and ``Server._kwargs`` (to remake the server
 ``AppRunner`` made); renamed, ``setup`` fails at start with an ``AttributeError``.
@@ -41,6 +41,9 @@ class GatewayServer(web.Server):
             **base._kwargs,
         )
         self.fast_routes = routes
+        # pre_shutdown → shutdown: each fast connection with a request in progress, by the
+        # future its close_when_idle returned.
+        self._in_progress: dict[asyncio.Future[None], CallbackProtocol] = {}
         self.guard = ConnectionGuard(
             self,
             cap=connection_cap(http.max_connections),
@@ -58,22 +61,23 @@ class GatewayServer(web.Server):
         super().pre_shutdown()
         for connection in list(self.guard.open):
             if isinstance(connection, CallbackProtocol):
-                connection.close_when_idle()
+                drained = connection.close_when_idle()
+                if drained is not None:
+                    self._in_progress[drained] = connection
 
     async def shutdown(self, timeout: float | None = None) -> None:  # noqa: ASYNC109 (aiohttp's)
-        """Let the requests being answered finish within ``timeout``, then cancel the rest and
-        close their connections, as aiohttp's ``RequestHandler.shutdown`` does its own."""
-        answering = {
-            connection.task: connection
-            for connection in self.guard.open
-            if isinstance(connection, CallbackProtocol) and connection.task is not None
-        }
-        if answering:
+        """Let the fast-path requests in progress at ``pre_shutdown`` (being answered, or their
+        body arriving) finish within ``timeout``, then cancel the rest and close their
+        connections, as aiohttp's ``RequestHandler.shutdown`` does its own."""
+        in_progress, self._in_progress = self._in_progress, {}
+        if in_progress:
             started = self._loop.time()
-            _, late = await asyncio.wait(answering, timeout=timeout)
-            for task in late:
-                task.cancel()
-                answering[task].force_close()
+            _, late = await asyncio.wait(in_progress, timeout=timeout)
+            for drained in late:
+                connection = in_progress[drained]
+                if connection.task is not None:
+                    connection.task.cancel()
+                connection.force_close()
             if timeout is not None:  # one shutdown timeout for both kinds, not one each
                 timeout = max(0.0, timeout - (self._loop.time() - started))
         await super().shutdown(timeout)

@@ -9,6 +9,7 @@ from aiohttp import web
 
 from gateway.callback_protocol import CallbackProtocol
 from gateway.callback_request import CallbackHandler, CallbackRequest
+from gateway.no_content import NoContent
 from gateway.runner import GatewayServer
 from gateway.settings import HttpSettings
 
@@ -91,3 +92,33 @@ async def test_an_answer_that_fails_past_the_problem_guard_closes_the_connection
     assert transport.closed
     assert protocol.task is None
     assert not transport.written
+
+
+async def test_a_body_still_arriving_at_shutdown_is_answered_then_closed() -> None:
+    """A request whose head is whole and whose body is still arriving when shutdown starts is
+    in progress, as aiohttp counts it: it is answered (``Connection: close``) and shutdown
+    waits for that, instead of closing the connection under it."""
+    bodies: list[bytes] = []
+
+    async def accept(request: CallbackRequest) -> web.StreamResponse:
+        bodies.append(await request.read())
+        return NoContent()
+
+    routes = {b"/callbacks/camara": ("/callbacks/camara", accept)}
+    server = GatewayServer(web.Server(_unused), HttpSettings(), routes)
+    protocol = server()
+    assert isinstance(protocol, CallbackProtocol)
+    transport = RecordingTransport()
+    protocol.connection_made(transport)
+    protocol.data_received(REQUEST[:-1])  # all but the body's last byte
+    server.pre_shutdown()
+    assert not transport.closed
+    shutdown = asyncio.create_task(server.shutdown(5))
+    await asyncio.sleep(0)
+    assert not shutdown.done()
+    protocol.data_received(REQUEST[-1:])
+    await asyncio.wait_for(shutdown, 5)
+    assert bodies == [b"{}"]
+    assert transport.written.startswith(b"HTTP/1.1 204 No Content\r\n")
+    assert b"Connection: close\r\n" in transport.written
+    assert transport.closed
