@@ -26,8 +26,8 @@ from gateway.runner import GatewayServer
 from tests.broker import AMQP_URL, drain
 from tests.conftest import TOKENS, GatewayTestServer, make_settings
 from tests.hostile import LEGIT_TOKEN, Serve, write_config
+from tests.recording_transport import RecordingTransport
 from tests.tcp_proxy import TcpProxy, free_port
-from tests.test_runner import RecordingTransport
 
 TOKEN = TOKENS["camara"].encode()
 READ_MAX = 2**18  # the most an asyncio (or uvloop) transport reads at once

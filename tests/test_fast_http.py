@@ -39,6 +39,7 @@ from gateway.fast_http import (
 )
 from gateway.no_content import NoContent
 from gateway.problem import problem_response
+from tests.recording_transport import RecordingTransport
 
 
 async def _handler(request: CallbackRequest) -> web.StreamResponse:
@@ -420,34 +421,6 @@ def test_the_singletons_are_aiohttps() -> None:
 # The protocol over a recording transport: any split of pipelined requests, same answers.
 
 
-class _Transport(asyncio.Transport):
-    """Records what the protocol writes; reading can be paused."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.written = bytearray()
-        self.closed = False
-        self.reading = True
-
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        self.written += data
-
-    def close(self) -> None:
-        self.closed = True
-
-    def is_closing(self) -> bool:
-        return self.closed
-
-    def pause_reading(self) -> None:
-        self.reading = False
-
-    def resume_reading(self) -> None:
-        self.reading = True
-
-    def get_extra_info(self, name: str, default: object = None) -> object:
-        return ("127.0.0.1", 40000) if name == "peername" else default
-
-
 async def _feed(chunks: list[bytes]) -> tuple[bytes, list[bytes]]:
     """Feed ``chunks`` to a CallbackProtocol whose handler records bodies; what it wrote."""
     seen: list[bytes] = []
@@ -465,7 +438,7 @@ async def _feed(chunks: list[bytes]) -> tuple[bytes, list[bytes]]:
         keepalive_timeout_s=60,
     )
     protocol = CallbackProtocol(guard, {b"/callbacks/camara": ("/callbacks/camara", handler)})
-    transport = _Transport()
+    transport = RecordingTransport()
     protocol.connection_made(transport)
     for chunk in chunks:
         protocol.data_received(chunk)

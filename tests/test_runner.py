@@ -12,29 +12,9 @@ from gateway.callback_request import CallbackHandler, CallbackRequest
 from gateway.no_content import NoContent
 from gateway.runner import GatewayServer
 from gateway.settings import HttpSettings
+from tests.recording_transport import RecordingTransport
 
 REQUEST = b"POST /callbacks/camara HTTP/1.1\r\nHost: gw\r\nContent-Length: 2\r\n\r\n{}"
-
-
-class RecordingTransport(asyncio.Transport):
-    """Records what the protocol writes and whether it closed the connection."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.written = bytearray()
-        self.closed = False
-
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        self.written += data
-
-    def close(self) -> None:
-        self.closed = True
-
-    def is_closing(self) -> bool:
-        return self.closed
-
-    def get_extra_info(self, name: str, default: object = None) -> object:
-        return ("127.0.0.1", 40000) if name == "peername" else default
 
 
 async def _unused(request: web.BaseRequest) -> web.StreamResponse:
@@ -42,15 +22,17 @@ async def _unused(request: web.BaseRequest) -> web.StreamResponse:
 
 
 def _connect(
-    handler: CallbackHandler,
+    handler: CallbackHandler, data: bytes = REQUEST
 ) -> tuple[GatewayServer, CallbackProtocol, RecordingTransport]:
+    """A fast-path connection of a ``GatewayServer`` routing the callback to ``handler``,
+    fed ``data``."""
     routes = {b"/callbacks/camara": ("/callbacks/camara", handler)}
     server = GatewayServer(web.Server(_unused), HttpSettings(), routes)
     protocol = server()
     assert isinstance(protocol, CallbackProtocol)
     transport = RecordingTransport()
     protocol.connection_made(transport)
-    protocol.data_received(REQUEST)
+    protocol.data_received(data)
     return server, protocol, transport
 
 
@@ -104,13 +86,7 @@ async def test_a_body_still_arriving_at_shutdown_is_answered_then_closed() -> No
         bodies.append(await request.read())
         return NoContent()
 
-    routes = {b"/callbacks/camara": ("/callbacks/camara", accept)}
-    server = GatewayServer(web.Server(_unused), HttpSettings(), routes)
-    protocol = server()
-    assert isinstance(protocol, CallbackProtocol)
-    transport = RecordingTransport()
-    protocol.connection_made(transport)
-    protocol.data_received(REQUEST[:-1])  # all but the body's last byte
+    server, protocol, transport = _connect(accept, REQUEST[:-1])  # all but the body's last byte
     server.pre_shutdown()
     assert not transport.closed
     shutdown = asyncio.create_task(server.shutdown(5))
