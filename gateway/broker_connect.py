@@ -111,6 +111,11 @@ async def connect_robust(
             await connection.close()
             nodes.advance()
             continue
+        except asyncio.CancelledError:
+            # Stopped while connecting (SIGTERM during start-up): a half-made connection
+            # left open keeps aiormq tasks that never finish, and the process never exits.
+            await connection.close()
+            raise
         connection.close_callbacks.add(_MoveOn(nodes))
         return connection
     assert error is not None

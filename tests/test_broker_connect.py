@@ -5,11 +5,13 @@ are in ``tests/test_broker_alarms.py`` (cluster marker)."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
 from gateway.broker_connect import accepts_publishes, connect_robust, ready_now
 from tests.broker import AMQP_URL
+from tests.tcp_proxy import TcpProxy
 
 
 def _by_ready(connection: object) -> bool:
@@ -38,3 +40,38 @@ async def test_blocked_and_unblocked_read_from_the_events(monkeypatch: pytest.Mo
 
 async def _never_ready() -> None:
     await asyncio.Event().wait()
+
+
+async def test_cancelled_while_connecting_leaves_no_task_behind(proxy: TcpProxy) -> None:
+    """A connect cancelled mid-handshake (SIGTERM during start-up) closes the half-made
+    connection: none of its tasks is left for ``asyncio.run`` to cancel (one of aiormq's
+    never finished, and the process hung at exit)."""
+    before = asyncio.all_tasks()
+
+    def amqp_tasks() -> list[asyncio.Task[Any]]:
+        """Tasks this test started but for the proxy's own."""
+        return [
+            task
+            for task in asyncio.all_tasks() - before
+            if not task.done() and "TcpProxy" not in repr(task.get_coro())
+        ]
+
+    proxy.stall()  # the TCP connection opens; the AMQP handshake never completes
+    try:
+        connecting = asyncio.create_task(
+            connect_robust([proxy.url_for(AMQP_URL)], connect_timeout_s=30)
+        )
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10
+        while len(amqp_tasks()) < 2:  # the connect and aiormq's own
+            assert loop.time() < deadline, "the connection attempt did not start"
+            await asyncio.sleep(0.01)
+        connecting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await connecting
+        deadline = loop.time() + 10
+        while left := amqp_tasks():
+            assert loop.time() < deadline, f"tasks left behind: {left}"
+            await asyncio.sleep(0.01)
+    finally:
+        proxy.resume()
