@@ -226,8 +226,6 @@ class CallbackProtocol(asyncio.Protocol):
             transport.resume_reading()
         if pending:
             handler.data_received(pending)
-        if self._eof:
-            handler.eof_received()
 
     def _pause_reading(self) -> None:
         if self._transport is not None:

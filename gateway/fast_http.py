@@ -35,7 +35,8 @@ from aiohttp.http_parser import SINGLETON_HEADERS
 from multidict import CIMultiDict, CIMultiDictProxy, MultiDict, MultiDictProxy, MultiMapping
 
 from gateway.callback_request import CallbackHandler
-from gateway.no_content import NoContent, http_date
+from gateway.connections import SERVER_NAME
+from gateway.no_content import STATUS_LINE, NoContent, http_date
 
 # Larger heads or bodies are aiohttp's: it streams them under the in-flight budget and its
 # own limits (431, 413). A callback is ~1 KB; the fast path holds at most this per connection.
@@ -44,7 +45,7 @@ FAST_BODY_MAX: Final = 16384
 # aiohttp answers 400 to more than 128 header lines (its C parser; its Python one to more
 # than 126); a callback has about ten. More than this is aiohttp's to answer.
 FAST_HEADERS_MAX: Final = 100
-SERVER_HEADER: Final = b"Server: event-gateway\r\n"
+SERVER_HEADER: Final = f"Server: {SERVER_NAME}\r\n".encode()
 
 # A header line: token name, colon, value of visible ASCII / SP / HTAB / obs-text. The whole
 # header block must be a run of these (``fullmatch``), so a bare LF or CR, a NUL or a line
@@ -172,7 +173,7 @@ def encode_response(response: web.StreamResponse, keep_alive: bool) -> bytes:
     a ``web.Response`` (problem+json), with ``Server``, ``Date`` and ``Content-Length``."""
     date = http_date()
     if type(response) is NoContent and keep_alive and not response.headers:
-        return b"HTTP/1.1 204 No Content\r\n" + SERVER_HEADER + b"Date: " + date + b"\r\n\r\n"
+        return STATUS_LINE + SERVER_HEADER + b"Date: " + date + b"\r\n\r\n"
     status = response.status
     reason = response.reason or HTTPStatus(status).phrase
     lines = [f"HTTP/1.1 {status} {reason}\r\n".encode("latin-1")]

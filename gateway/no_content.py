@@ -21,7 +21,7 @@ from aiohttp.web_request import BaseRequest
 _DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 NO_CONTENT = 204
-_STATUS_LINE = b"HTTP/1.1 204 No Content\r\n"
+STATUS_LINE = b"HTTP/1.1 204 No Content\r\n"
 
 
 class _HttpDate:
@@ -81,7 +81,7 @@ class NoContent(web.StreamResponse):
         ):
             return await super().prepare(request)
         server = headers.get("Server")
-        head = _STATUS_LINE
+        head = STATUS_LINE
         if server is not None:
             if not server.isprintable() or not server.isascii():
                 return await super().prepare(request)  # aiohttp's checks and encoding
