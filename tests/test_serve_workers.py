@@ -85,6 +85,16 @@ async def _children(pid: int) -> list[int]:
     return [int(child) for child in text.split()]
 
 
+async def _both_children(pid: int) -> list[int]:
+    """The supervisor's two children, once both have started (a deadline poll)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 30
+    while len(children := await _children(pid)) < 2:
+        assert loop.time() < deadline, "the supervisor did not start two children"
+        await asyncio.sleep(0.1)  # poll while the second child starts
+    return children
+
+
 @pytest.mark.slow
 async def test_two_processes_share_the_port_and_report_every_process(
     config: tuple[Path, str, int], tmp_path: Path
@@ -98,11 +108,8 @@ async def test_two_processes_share_the_port_and_report_every_process(
     try:
         async with aiohttp.ClientSession() as session:
             await wait_http_ready(session, proc, port, timeout=30)
+            await _both_children(proc.pid)
             loop = asyncio.get_running_loop()
-            deadline = loop.time() + 30
-            while len(await _children(proc.pid)) < 2:
-                assert loop.time() < deadline, "the supervisor did not start two children"
-                await asyncio.sleep(0.1)  # poll while the second child starts
             connection = await aio_pika.connect(AMQP_URL)
             async with connection:
                 channel = await connection.channel()
@@ -163,11 +170,8 @@ async def test_children_stop_when_the_supervisor_is_killed(
     try:
         async with aiohttp.ClientSession() as session:
             await wait_http_ready(session, proc, port, timeout=30)
+        children = await _both_children(proc.pid)
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + 30
-        while len(children := await _children(proc.pid)) < 2:
-            assert loop.time() < deadline, "the supervisor did not start two children"
-            await asyncio.sleep(0.1)  # poll while the second child starts
     finally:
         proc.kill()
     deadline = loop.time() + 30
